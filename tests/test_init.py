@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from growth_core.init import Initializer, InitError
+from growth_core.init import InitError, Initializer
 from growth_core.nets import build
 from growth_core.spec import ArchitectureSpec
 
@@ -47,7 +47,11 @@ def test_round_trip_and_label():
 
 @pytest.mark.parametrize(
     ("kwargs", "field"),
-    [({"kind": "lecun"}, "kind"), ({"sigma_w2": -1.0}, "sigma_w2"), ({"sigma_b2": math.nan}, "sigma_b2")],
+    [
+        ({"kind": "lecun"}, "kind"),
+        ({"sigma_w2": -1.0}, "sigma_w2"),
+        ({"sigma_b2": math.nan}, "sigma_b2"),
+    ],
 )
 def test_bad_fields_are_named(kwargs, field):
     with pytest.raises(InitError, match=f"^{field}:"):

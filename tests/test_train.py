@@ -4,13 +4,14 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from growth_core import train
 from growth_core.data import Dataset
 from growth_core.flops import train_step_flops
 from growth_core.growth import AtSteps, LayerInsertion, OnPlateau
 from growth_core.init import Initializer
 from growth_core.nets import build
 from growth_core.spec import ArchitectureSpec
-from growth_core.train import ConfigError, Trainer, TrainConfig, carry_optimizer_state
+from growth_core.train import ConfigError, TrainConfig, Trainer, carry_optimizer_state
 
 SPEC = ArchitectureSpec(4, 3, (8,), "relu")
 
@@ -34,6 +35,24 @@ def test_full_batch_sgd_lowers_the_loss_and_logs_every_step():
     last = result.final
     assert {"test_loss", "test_accuracy", "flops", "params", "depth", "widths"} <= set(last)
     assert last["depth"] == 1 and last["widths"] == [8]
+
+
+def test_batched_logging_records_what_step_by_step_logging_does(monkeypatch):
+    def history(pending_elements, watch=False):
+        monkeypatch.setattr(train, "PENDING_ELEMENTS", pending_elements)
+        config = TrainConfig(steps=40, lr=0.1, batch_size=16, eval_every=10)
+        trainer, seen = Trainer(make_net(), toy_data(), config), []
+        if watch:  # reading the history mid-training sees the step just taken
+            trainer.add_callback("on_step_end", lambda t: seen.append(t.history[-1]["loss"]))
+        return trainer.fit().history, seen
+
+    eager, _ = history(1)  # every step reduced on its own
+    batched, _ = history(10**9)  # reduced when read: at evaluations and at the end
+    watched, seen = history(10**9, watch=True)
+    assert batched == eager == watched
+    rows = [row for row in eager if "loss" in row]
+    assert seen == [row["loss"] for row in rows]
+    assert len(rows) == 40 and all(0.0 <= row["accuracy"] <= 1.0 for row in rows)
 
 
 def test_flops_counted_per_step_match_torch_flop_counter():
@@ -129,7 +148,9 @@ def test_adam_state_follows_surviving_weights_and_new_layer_starts_empty():
     trainer.fit()
     params = dict(trainer.net.named_parameters())
     state = trainer.optimizer.state
-    assert torch.equal(state[params["hidden.0.weight"]]["exp_avg"], old_opt_state["hidden.0.weight"])
+    assert torch.equal(
+        state[params["hidden.0.weight"]]["exp_avg"], old_opt_state["hidden.0.weight"]
+    )
     assert torch.equal(state[params["out.weight"]]["exp_avg"], old_opt_state["out.weight"])
     assert params["hidden.1.weight"] not in state  # the inserted layer
 
