@@ -85,7 +85,11 @@ SCREEN_BUDGETS = {
 }
 PROXIES = ("params", "grad_norm", "naswot", "log_synflow")
 #: The readouts that predict a depth (their score is log(depth / L)).
-DEPTH_READOUTS = ("screen (reference)", "screen (crossing)", "mean field 6 xi_c")
+DEPTH_READOUTS = ("screen (decay)", "screen (reference)", "screen (crossing)", "mean field 6 xi_c")
+#: Their short names in the per-sigma table.
+READOUT_KEYS = ("decay", "reference", "crossing", "mean_field")
+#: The screen's own readout, the one ``auc_screen`` reports (``entropy.decay_depth``).
+SCREEN_READOUT = "screen (decay)"
 BOOTSTRAP = 1000
 
 
@@ -101,6 +105,7 @@ class Grid:
     budgets: dict[str, ScreenBudget]
     mnist_rows: int | None  # MNIST training rows kept (None: all 60000)
     bootstrap: int = BOOTSTRAP
+    first_seed: int = 0  # seeds first_seed, ..., first_seed + seeds - 1
 
 
 FULL = Grid(SIGMA_W2, DEPTHS, SCREEN_DEPTH, 3, TRAIN, SCREEN_BUDGETS, None)
@@ -200,7 +205,9 @@ def ground_truth(data: datasets.Dataset, grid: Grid) -> tuple[np.ndarray, int]:
     for j, depth in enumerate(grid.depths):
         cells = [(i, k) for i in range(len(grid.sigma_w2)) for k in range(grid.seeds)]
         nets = [
-            _candidate(grid.sigma_w2[i], depth, k).network(data.input_dim, data.num_classes)
+            _candidate(grid.sigma_w2[i], depth, grid.first_seed + k).network(
+                data.input_dim, data.num_classes
+            )
             for i, k in cells
         ]
         model = Ensemble(nets)
@@ -226,9 +233,9 @@ def screens(data: datasets.Dataset, grid: Grid, budget: ScreenBudget) -> list[li
     for sigma_w2 in grid.sigma_w2:
         row = []
         for k in range(grid.seeds):
-            candidate = _candidate(sigma_w2, grid.screen_depth, k)
+            candidate = _candidate(sigma_w2, grid.screen_depth, grid.first_seed + k)
             spec = candidate.spec(data.input_dim, data.num_classes)
-            row.append(screen(spec, candidate.initializer, data, budget, seed=k))
+            row.append(screen(spec, candidate.initializer, data, budget, seed=candidate.seed))
         out.append(row)
     return out
 
@@ -240,7 +247,7 @@ def proxy_scores(data: datasets.Dataset, grid: Grid) -> dict[str, np.ndarray]:
     for i, sigma_w2 in enumerate(grid.sigma_w2):
         for j, depth in enumerate(grid.depths):
             for k in range(grid.seeds):
-                candidate = _candidate(sigma_w2, depth, k)
+                candidate = _candidate(sigma_w2, depth, grid.first_seed + k)
                 for name, column in columns.items():
                     out[name][i, j, k] = column(candidate, data)
     return out
@@ -250,6 +257,7 @@ def readouts(results: list[list], grid: Grid) -> dict[str, np.ndarray]:
     """The screen's and mean field's scores of every cell (higher: more trainable)."""
     shape = (len(grid.sigma_w2), len(grid.depths), grid.seeds)
     depths = np.array(grid.depths, dtype=float)[None, :, None]
+    decay = np.array([[r.decay_depth for r in row] for row in results])
     predicted = np.array([[r.predicted_depth for r in row] for row in results], dtype=float)
     crossing = np.array([[r.crossing_depth for r in row] for row in results])
     at_depth = np.array(
@@ -257,6 +265,7 @@ def readouts(results: list[list], grid: Grid) -> dict[str, np.ndarray]:
     )
     six_xi = np.array([float(trainable_depth(s, SIGMA_B2)) for s in grid.sigma_w2])
     return {
+        "screen (decay)": np.log(np.maximum(decay[:, None, :], 1.0) / depths),
         "screen (reference)": np.log(np.maximum(predicted[:, None, :], 1.0) / depths),
         "screen (crossing)": np.log(np.maximum(crossing[:, None, :], 1.0) / depths),
         "normalized KL at L": -at_depth,
@@ -349,7 +358,7 @@ def where_wrong(dataset: str, scores: dict[str, np.ndarray], accuracy: np.ndarra
             "deepest_trained": float(np.median(deepest)),
             "accuracy_at_deepest_grid_depth": float(np.median(accuracy[i, -1])),
         }
-        for name, key in zip(DEPTH_READOUTS, ("reference", "crossing", "mean_field"), strict=True):
+        for name, key in zip(DEPTH_READOUTS, READOUT_KEYS, strict=True):
             s = scores[name][i]  # (depth, seed)
             row[f"{key}_depth"] = float(np.median(np.exp(s[0]) * depths[0]))
             says = s >= 0.0
@@ -397,6 +406,7 @@ def plot(panels: dict, grid: Grid, path) -> None:
         )
         ax.plot(fine, six_xi, "k--", lw=1.2, label="mean field 6 $\\xi_c$")
         for key, marker, label in (
+            ("decay", "D", "screen, decay readout"),
             ("reference", "o", "screen, reference readout"),
             ("crossing", "s", "screen, crossing readout"),
         ):
@@ -412,7 +422,7 @@ def plot(panels: dict, grid: Grid, path) -> None:
             )
         ax.axhline(grid.screen_depth, color="gray", lw=0.8, ls=":", label="cascade depth")
         ax.set_yscale("log")
-        ax.set_ylim(depths[0] / 1.3, grid.screen_depth * 1.3)
+        ax.set_ylim(depths[0] / 1.3, grid.screen_depth * 2)
         ax.set_yticks(depths, [str(int(d)) for d in depths], minor=False)
         ax.yaxis.set_minor_locator(NullLocator())
         ax.set_xlabel("$\\sigma_w^2$  ($\\sigma_b^2$ = 0.05)")
@@ -471,17 +481,19 @@ def run_dataset(dataset: str, data: datasets.Dataset, grid: Grid, rng) -> dict:
     screen_flops = sum(r.flops for row in results for r in row)
     best_proxy = max(PROXIES, key=lambda name: by[name]["auc"])
     summary = {
-        "auc_screen": by["screen (reference)"]["auc"],
+        "auc_screen": by[SCREEN_READOUT]["auc"],
         "auc_mean_field": by["mean field 6 xi_c"]["auc"],
         "auc_best_proxy": by[best_proxy]["auc"],
         "cost_ratio": screen_flops / train_flops,
-        "auc_screen_ci": [by["screen (reference)"]["auc_lo"], by["screen (reference)"]["auc_hi"]],
+        "auc_screen_ci": [by[SCREEN_READOUT]["auc_lo"], by[SCREEN_READOUT]["auc_hi"]],
+        "auc_screen_reference": by["screen (reference)"]["auc"],
         "auc_screen_crossing": by["screen (crossing)"]["auc"],
         "auc_normalized_kl": by["normalized KL at L"]["auc"],
         "best_proxy": best_proxy,
         "auc_best_proxy_either_sign": max(max(by[p]["auc"], 1 - by[p]["auc"]) for p in PROXIES),
         "auc_within_depth": {name: by[name]["auc_within_depth"] for name in by},
-        "spearman_screen": by["screen (reference)"]["spearman"],
+        "spearman_screen": by[SCREEN_READOUT]["spearman"],
+        "spearman_reference": by["screen (reference)"]["spearman"],
         "spearman_crossing": by["screen (crossing)"]["spearman"],
         "spearman_mean_field": by["mean field 6 xi_c"]["spearman"],
         "trainable_fraction": float((accuracy > TRAINABLE_ACCURACY).mean()),
@@ -495,7 +507,7 @@ def run_dataset(dataset: str, data: datasets.Dataset, grid: Grid, rng) -> dict:
             "dataset": dataset,
             "sigma_w2": s,
             "depth": depth,
-            "seed": k,
+            "seed": grid.first_seed + k,
             "test_accuracy": float(accuracy[i, j, k]),
             **{name: float(scores[name][i, j, k]) for name in scores},
         }
@@ -507,7 +519,8 @@ def run_dataset(dataset: str, data: datasets.Dataset, grid: Grid, rng) -> dict:
         {
             "dataset": dataset,
             "sigma_w2": s,
-            "seed": k,
+            "seed": grid.first_seed + k,
+            "decay_depth": r.decay_depth,
             "predicted_depth": r.predicted_depth,
             "crossing_depth": r.crossing_depth,
             "curve": [round(v, 5) for v in r.curve],
@@ -520,6 +533,7 @@ def run_dataset(dataset: str, data: datasets.Dataset, grid: Grid, rng) -> dict:
     panel = {
         "accuracy": accuracy,
         "predicted": {
+            "decay": np.array([[r.decay_depth for r in row] for row in results]),
             "reference": np.array([[r.predicted_depth for r in row] for row in results]),
             "crossing": np.array([[r.crossing_depth for r in row] for row in results]),
         },
@@ -537,12 +551,21 @@ def run_dataset(dataset: str, data: datasets.Dataset, grid: Grid, rng) -> dict:
 
 
 def main() -> None:
-    args = _common.parser(NAME, __doc__).parse_args()
+    cli = _common.parser(NAME, __doc__)
+    cli.add_argument(
+        "--first-seed",
+        type=int,
+        default=0,
+        help="seeds first-seed, first-seed + 1, ...: a fresh draw of networks and ground truth",
+    )
+    args = cli.parse_args()
     _common.setup()
     start = time.perf_counter()
     grid = QUICK if args.quick else FULL
     if args.seeds:
         grid = Grid(**{**grid.__dict__, "seeds": args.seeds})
+    if args.first_seed:
+        grid = Grid(**{**grid.__dict__, "first_seed": args.first_seed})
     rng = np.random.default_rng(0)
     digits = datasets.digits()
     gap = check_ensemble_matches_trainer(digits)
@@ -578,9 +601,12 @@ def main() -> None:
                 "dataset",
                 "sigma_w2",
                 "deepest_trained",
+                "decay_depth",
                 "reference_depth",
                 "crossing_depth",
                 "mean_field_depth",
+                "decay_false_trainable",
+                "decay_false_untrainable",
                 "reference_false_trainable",
                 "reference_false_untrainable",
                 "crossing_false_trainable",
@@ -601,6 +627,7 @@ def main() -> None:
         "depths": list(grid.depths),
         "screen_depth": grid.screen_depth,
         "seeds": grid.seeds,
+        "first_seed": grid.first_seed,
         "train": grid.train.to_dict(),
         "trainable_accuracy": TRAINABLE_ACCURACY,
         "screen_budgets": {k: v.__dict__ for k, v in grid.budgets.items()},

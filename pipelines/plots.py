@@ -64,9 +64,16 @@ def phase_figure(table, cascade_depth: int) -> Figure:
     if gauss:
         ax.plot(
             [r["sigma_w2"] for r in gauss],
-            [r["predicted_depth"] for r in gauss],
+            [r["decay_depth"] for r in gauss],
             "o-",
-            label="screen: predicted depth",
+            label="screen: decay depth",
+        )
+        ax.plot(
+            [r["sigma_w2"] for r in gauss],
+            [r["predicted_depth"] for r in gauss],
+            "v-",
+            ms=4,
+            label="screen: reference readout",
         )
         ax.plot(
             [r["sigma_w2"] for r in gauss],
@@ -88,7 +95,7 @@ def phase_figure(table, cascade_depth: int) -> Figure:
             )
     for r in rows:
         if r["kind"] != "gaussian":
-            ax.plot([r["sigma_w2"]], [r["predicted_depth"]], "^", label=f"{r['kind']}: predicted")
+            ax.plot([r["sigma_w2"]], [r["decay_depth"]], "^", label=f"{r['kind']}: decay depth")
     ax.axhline(cascade_depth, color="gray", lw=0.8, label="cascade depth")
     ax.set(xlabel="sigma_w^2", ylabel="trainable depth", ylim=(0, cascade_depth * 1.3))
     ax.legend(fontsize=7)

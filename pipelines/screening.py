@@ -41,13 +41,14 @@ class ScreenStageResult:
     def render(self) -> Table:
         t = Table(title="screened candidates (most trainable first)")
         t.add_column("candidate", no_wrap=True)
-        for col in ("predicted depth", "crossing depth", "6 xi_c", "kept"):
+        for col in ("decay depth", "reference depth", "crossing depth", "6 xi_c", "kept"):
             t.add_column(col)
         kept = {i.label for i in self.kept}
         for row in ranked(self.table):
             init = _initializer(row)
             t.add_row(
                 init.label,
+                f"{row['decay_depth']:.1f}",
                 str(row["predicted_depth"]),
                 f"{row['crossing_depth']:.1f}",
                 _mean_field_depth(init),
@@ -74,7 +75,7 @@ def budget_of(cfg: PipelineConfig) -> ScreenBudget:
 
 def ranked(table: pa.Table) -> list[dict[str, Any]]:
     rows = table.to_pylist()
-    return sorted(rows, key=lambda r: (r["predicted_depth"], r["crossing_depth"]), reverse=True)
+    return sorted(rows, key=lambda r: (r["score"], r["predicted_depth"]), reverse=True)
 
 
 def run_screen(

@@ -18,6 +18,7 @@ from .cascade import (
 )
 from .entropy import (
     crossing_depth,
+    decay_depth,
     normalized_curve,
     pixel_distribution,
     relative_entropy,
@@ -64,6 +65,7 @@ __all__ = [
     "correlation_map",
     "critical_sigma_w2",
     "crossing_depth",
+    "decay_depth",
     "gradient_norm",
     "length_map",
     "log_synflow",

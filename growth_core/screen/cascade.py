@@ -20,7 +20,7 @@ Example::
 
     spec = ArchitectureSpec(64, 10, (64,) * 30, activation="tanh")
     result = screen(spec, Initializer("gaussian", 1.0, 0.05), digits(), ScreenBudget(epochs=20))
-    result.predicted_depth, result.curve, result.flops
+    result.decay_depth, result.predicted_depth, result.curve, result.flops
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ from ..nets import Net, build
 from ..spec import ArchitectureSpec
 from .entropy import (
     crossing_depth,
+    decay_depth,
     median,
     normalized_curve,
     relative_entropy,
@@ -87,16 +88,19 @@ class ScreenResult:
     ``kl[i]`` is the median over evaluation images of the relative entropy of the reconstruction
     from hidden representation ``i`` (``forward_with_hidden`` order); ``curve[i]`` is the median of
     each image's KL divided by its deepest value. ``predicted_depth`` is the reference's readout
-    (:func:`~.entropy.saturation_depth`), ``crossing_depth`` the noise-robust one
-    (:func:`~.entropy.crossing_depth`), ``score`` the predicted depth as a fraction of the
-    network's depth (higher is more trainable). ``flops`` counts every matrix product the screen
-    ran, as ``torch.utils.flop_counter`` counts them; ``seconds`` is wall time.
+    (:func:`~.entropy.saturation_depth`), ``crossing_depth`` and ``decay_depth`` the
+    noise-robust ones (:func:`~.entropy.crossing_depth`, :func:`~.entropy.decay_depth`);
+    ``score`` is ``decay_depth`` as a fraction of the network's depth (higher is more trainable),
+    the readout that validates best (``bench/screen_validation.py``). ``flops`` counts every
+    matrix product the screen ran, as ``torch.utils.flop_counter`` counts them; ``seconds`` is
+    wall time.
     """
 
     kl: tuple[float, ...]
     curve: tuple[float, ...]
     predicted_depth: int
     crossing_depth: float
+    decay_depth: float
     score: float
     flops: int
     seconds: float
@@ -129,13 +133,14 @@ def screen(
     kl = _cascade_kl(net, decoders, x_eval)  # (images, depths)
 
     curve = normalized_curve(kl)
-    predicted = saturation_depth(curve)
+    decay = decay_depth(curve)
     return ScreenResult(
         kl=tuple(median(kl).tolist()),
         curve=tuple(curve.tolist()),
-        predicted_depth=predicted,
+        predicted_depth=saturation_depth(curve),
         crossing_depth=crossing_depth(curve),
-        score=predicted / spec.depth,
+        decay_depth=decay,
+        score=decay / spec.depth,
         flops=screen_flops(spec, samples, len(x_eval)),
         seconds=time.perf_counter() - start,
         steps=steps,

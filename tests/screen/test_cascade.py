@@ -13,6 +13,7 @@ from growth_core.screen import (
     ScreenBudget,
     ScreenError,
     crossing_depth,
+    decay_depth,
     normalized_curve,
     random_projection,
     relative_entropy,
@@ -99,6 +100,31 @@ def test_crossing_depth_interpolates_and_ignores_a_wobbling_tail():
     assert crossing_depth(wobbly) == pytest.approx(crossing_depth(curve), abs=0.2)
 
 
+def test_decay_depth_is_the_reference_readout_on_a_geometric_curve():
+    depth = torch.arange(300, dtype=torch.float64)
+    curve = 1 - 0.8 * 0.9**depth  # gap 0.8 r^i: within 0.5% from log(0.8/0.005)/-log(0.9) on
+    assert decay_depth(curve) == pytest.approx(math.log(0.8 / 0.005) / -math.log(0.9), rel=1e-3)
+    assert saturation_depth(curve) == math.floor(decay_depth(curve))
+    assert decay_depth(3.0 * curve) == pytest.approx(decay_depth(curve))  # scale-free
+
+
+def test_decay_depth_barely_moves_with_a_wobbling_tail_or_a_short_cascade():
+    depth = torch.arange(200, dtype=torch.float64)
+    slow = 1 - 0.8 * 0.97**depth  # within 0.5% from layer 167 on
+    wobbly = slow.clone()
+    wobbly[101:-1] += 0.01 * torch.tensor([1.0, -1.0], dtype=torch.float64).repeat(49)
+    assert saturation_depth(wobbly) == 198  # the last wobble
+    assert decay_depth(wobbly) == pytest.approx(decay_depth(slow), rel=0.05)
+    short = slow[:80] / slow[79]  # a cascade too shallow to see the saturation
+    assert saturation_depth(short) >= 75  # about the cascade's end
+    assert 0.4 * decay_depth(slow) < decay_depth(short) < decay_depth(slow)
+
+
+def test_decay_depth_of_a_saturated_curve_is_zero():
+    assert decay_depth(torch.ones(5)) == 0.0
+    assert decay_depth(torch.tensor([0.999, 1.0, 1.0])) == 0.0
+
+
 # -- the cascade -------------------------------------------------------------------------------
 
 
@@ -137,16 +163,18 @@ def test_a_deep_ordered_network_loses_the_input(data):
     assert result.kl[0] < 0.5 * result.kl[-1]
     assert result.curve[-1] == 1.0
     assert result.predicted_depth < 15
-    assert result.score == result.predicted_depth / 20
+    assert result.score == result.decay_depth / 20
 
 
 def test_predicted_depth_rises_with_sigma_w2_across_the_ordered_phase(data):
     budget = ScreenBudget(epochs=10)
-    depths = [
-        screen(_tanh_spec(40), Initializer("gaussian", s, SIGMA_B2), data, budget).predicted_depth
+    results = [
+        screen(_tanh_spec(40), Initializer("gaussian", s, SIGMA_B2), data, budget)
         for s in (0.5, 1.0, 1.5)  # 6 xi_c: about 7, 22 and 60
     ]
-    assert depths[0] < depths[1] < depths[2]
+    for readout in ("predicted_depth", "decay_depth"):
+        depths = [getattr(r, readout) for r in results]
+        assert depths[0] < depths[1] < depths[2], readout
 
 
 def test_residual_networks_are_screened_along_their_stream(data):
