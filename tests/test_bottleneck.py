@@ -89,6 +89,30 @@ def test_tiny_neurons_are_the_reduced_rank_regression_of_the_bottleneck():
     )
 
 
+def test_ridge_turns_the_fit_of_the_bottleneck_into_ridge_regression():
+    """All neurons together fit ``V_proj`` on ``[x, 1]`` by ridge regression, the ridge
+    ``rho * tr(S2) / d2`` (0: least squares, the test above)."""
+    spec = ArchitectureSpec(4, 3, (1,), "identity")
+    net, x, _ = net_and_data(spec, seed=1, n=80)
+    targets = x @ torch.randn(4, 3, dtype=torch.float64)
+    rho = 0.3
+    stats = bottleneck.bottleneck_statistics(
+        net, [(x, targets)], loss_fn=half_squared_error, ridge=rho
+    )
+    moments = stats.site(0).moments()
+    new = bottleneck.TinyWithUpdateGrowth().propose(stats, 0, 3).neurons
+
+    b = torch.cat([net.hidden[0](x), torch.ones(80, 1, dtype=torch.float64)], dim=1)
+    b2 = torch.cat([x, torch.ones(80, 1, dtype=torch.float64)], dim=1)
+    v_proj = (targets - net(x)) - b @ new.weight_update.T
+    shift = rho * torch.trace(b2.T @ b2 / 80) / 5
+    ridge_fit = torch.linalg.solve(b2.T @ b2 / 80 + shift * torch.eye(5), b2.T @ v_proj / 80)
+    assert torch.allclose(new.fan_in.T @ new.fan_out.T, ridge_fit)
+    assert torch.allclose(moments.tensor_s2, b2.T @ b2 / 80)  # the statistics are not shrunk
+    with pytest.raises(ValueError, match="^ridge"):
+        bottleneck.BottleneckStatistics(net, ridge=-1.0)
+
+
 @pytest.mark.parametrize("spec", [MLP, RES], ids=["mlp", "residual"])
 def test_first_order_loss_change_matches_the_statistics(spec):
     """The previewed loss falls at rate ``tr(M dW*) + act'(0) sum_k alpha_k^T M2 omega_k``."""

@@ -66,7 +66,8 @@ class SingularValueThreshold(NeuronSelection):
     def gains(self, stats: SiteStatistics, activation: str) -> Tensor:
         moments = stats.moments()
         delta, _ = optimal_update(moments)
-        lam = neuron_directions(moments.tensor_s2, projected_goal(moments, delta)).singular_values
+        cand = neuron_directions(moments.fitting_s2(), projected_goal(moments, delta))
+        lam = cand.singular_values
         return neuron_gains(lam[lam >= self.threshold], activation)
 
 
@@ -96,7 +97,7 @@ class HeldOutGain(NeuronSelection):
     def gains(self, stats: SiteStatistics, activation: str) -> Tensor:
         fit, check = stats.moments(0), stats.moments(1)
         delta, _ = optimal_update(fit)
-        cand = neuron_directions(fit.tensor_s2, projected_goal(fit, delta))
+        cand = neuron_directions(fit.fitting_s2(), projected_goal(fit, delta))
         alpha, omega = cand.fan_in, cand.fan_out.T  # (K, d2), (K, o)
         slope = ACTIVATION_SLOPE_AT_ZERO[activation]
         held = slope * torch.einsum("kd,do,ko->k", alpha, projected_goal(check, delta), omega)

@@ -52,7 +52,7 @@ class NeuronStrategy(ABC):
 def _tiny_solution(moments: Moments, k: int) -> tuple[Tensor, NewNeurons]:
     """``dW*`` and the top-``k`` neurons of the SVD of ``S2^(-1/2) N``."""
     delta, _ = optimal_update(moments)
-    cand = neuron_directions(moments.tensor_s2, projected_goal(moments, delta))
+    cand = neuron_directions(moments.fitting_s2(), projected_goal(moments, delta))
     return delta, NewNeurons(cand.fan_in[:k], cand.fan_out[:, :k])
 
 

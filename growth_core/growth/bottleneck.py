@@ -190,18 +190,22 @@ def grow_neurons(
     max_gamma: float = LINE_SEARCH_MAX_GAMMA,
     loss_fn: LossFn = F.cross_entropy,
     reduction: str = "mean",
+    ridge: float = 0.0,
 ) -> NeuronAddition | None:
     """Widen the site with the largest relative first-order gain, or return ``None``.
 
     ``None`` when no site's gain reaches ``min_relative_gain`` times the loss (growth has
     stopped), or when the line search finds no amplitude that lowers the loss. Strategies that
     preserve the function (GradMax, random) skip the search and use amplitude 1.
-    ``line_search_batches`` defaults to ``batches``; ``loss_fn`` reduces as ``reduction`` says.
+    ``line_search_batches`` defaults to ``batches``; ``loss_fn`` reduces as ``reduction`` says;
+    ``ridge`` shrinks ``S2`` when the neurons are fitted (:meth:`Moments.fitting_s2`).
     """
     if not (math.isfinite(min_relative_gain) and min_relative_gain >= 0):
         raise ValueError(f"min_relative_gain: expected a number >= 0, got {min_relative_gain!r}")
     batches = list(batches)
-    stats = bottleneck_statistics(net, batches, sites=sites, loss_fn=loss_fn, reduction=reduction)
+    stats = bottleneck_statistics(
+        net, batches, sites=sites, loss_fn=loss_fn, reduction=reduction, ridge=ridge
+    )
     plan = bottlenecks(stats, selection, max_neurons=max_neurons)
     best = max(plan.values(), key=lambda b: b.relative_gain)
     if best.neurons == 0 or best.relative_gain < min_relative_gain:

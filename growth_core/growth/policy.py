@@ -135,6 +135,9 @@ class WidthGrowth:
     min_relative_gain: float = MIN_RELATIVE_GAIN
     statistics_samples: int = STATISTICS_SAMPLES
     line_search_samples: int | None = None
+    ridge: float = 0.0
+    """Shrinkage of ``S2`` towards its mean eigenvalue when neurons are fitted
+    (:meth:`~.bottleneck.Moments.fitting_s2`); 0 is the paper's TINY."""
 
     def __post_init__(self) -> None:
         if self.strategy not in WIDTH_STRATEGIES:
@@ -148,6 +151,7 @@ class WidthGrowth:
         _number("width.min_relative_gain", self.min_relative_gain, 0.0)
         _int("width.statistics_samples", self.statistics_samples, 2, optional=False)
         _int("width.line_search_samples", self.line_search_samples, 1)
+        _number("width.ridge", self.ridge, 0.0)
 
     def neuron_selection(self) -> NeuronSelection:
         if self.selection == "held_out":
@@ -392,7 +396,7 @@ class DepthWidthPolicy(GrowthPolicy):
         open_sites = [s for s, c in caps.items() if c >= 1]
         if not open_sites:
             return None, 0
-        stats = BottleneckStatistics(net, sites=open_sites)
+        stats = BottleneckStatistics(net, sites=open_sites, ridge=w.ridge)
         for x, y in batches:
             stats.update(x, y)
         plan = bottlenecks(stats, w.neuron_selection(), max_neurons=w.max_neurons)
