@@ -23,7 +23,7 @@ from growth_core.flops import parameter_count
 from . import trial as trials
 from .config import PipelineConfig
 from .distributed import RankZeroDecides, max_rank_difference
-from .tracking import RunLogger, load_model_dir, save_model, tracking_uri
+from .tracking import RunLogger, history_stride, load_model_dir, save_model, tracking_uri
 
 CHECKPOINT_FILES = ("spec.json", "state_dict.pt", "optimizer.pt", "events.json", "history.json")
 
@@ -70,6 +70,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     if rank == 0 and config.get("run_id"):
         logger = RunLogger(config["run_id"], config["tracking_uri"])
     logged = {"rows": 0}
+    stride = history_stride(data.n_train // world, int(settings["batch_size"]))
 
     def wrap(module):
         ids = [device.index] if device.type == "cuda" else None
@@ -93,7 +94,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             if key in row:
                 metrics[key] = row[key]
         if logger is not None:
-            logger.log_history(trainer.history[logged["rows"] :])
+            logger.log_history(trainer.history[logged["rows"] :], every=stride)
             logged["rows"] = len(trainer.history)
         if rank == 0:
             with tempfile.TemporaryDirectory() as tmp:

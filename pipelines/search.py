@@ -3,6 +3,11 @@
 Each trial is one growing training run (:func:`pipelines.trial.run`) on a validation split,
 reporting validation accuracy after every epoch; the screened initializations are one
 categorical dimension of the space. Every trial is a child MLflow run of the pipeline's run.
+
+Trials only train: each epoch's report carries the history rows and growth events since the
+last one, and a Tune callback in the driver (:class:`_TrialTracker`) writes them to the trial's
+MLflow run, which it created when the trial started. A trial process then never opens the
+tracking store (on SQLite that alone took 1.5 s a trial) and never draws a plot.
 """
 
 from __future__ import annotations
@@ -19,14 +24,17 @@ from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search import ConcurrencyLimiter
 from ray.tune.search.optuna import OptunaSearch
 
+from growth_core.growth.base import GrowthEvent
 from growth_core.init import Initializer
 
 from . import trial as trials
 from .config import PipelineConfig
 from .plots import growth_figure
-from .tracking import RunLogger, client, tracking_uri
+from .tracking import RunLogger, history_stride, tracking_uri
 
 METRIC = "val_accuracy"
+#: Report keys that carry what the tracker logs (JSON strings), not metrics to compare.
+ROWS_KEY, EVENTS_KEY = "new_history_rows", "new_growth_events"
 
 
 @dataclass(frozen=True)
@@ -51,39 +59,29 @@ def param_space(cfg: PipelineConfig, inits: list[Initializer]) -> dict[str, Any]
     return space
 
 
-def _trial(
-    settings: dict[str, Any], cfg_json: str, experiment_id: str, parent_run_id: str, uri: str
-) -> None:
+def _settings(config: dict[str, Any]) -> dict[str, Any]:
+    return {**config, "init": json.loads(config["init"])}
+
+
+def _trial(settings: dict[str, Any], cfg_json: str) -> None:
     """A Tune function trainable: one growing run, reported after every epoch."""
     started = time.perf_counter()
     torch.set_num_threads(1)
     cfg = PipelineConfig.model_validate_json(cfg_json)
-    settings = {**settings, "init": json.loads(settings["init"])}
+    settings = _settings(settings)
     data = trials.with_validation(trials.load_data(cfg.data), seed=cfg.data.seed)
-    ctx = tune.get_context()
-    logger = RunLogger.start(
-        experiment_id,
-        f"trial-{ctx.get_trial_id()}",
-        parent_run_id=parent_run_id,
-        tags={"stage": "search", "trial_id": ctx.get_trial_id()},
-        uri=uri,
-    )
-    logger.log_params(settings)
-    state = {"rows": 0, "events": 0, "epoch": 0}
-
-    def log_progress(t) -> None:
-        """History and growth events so far: a trial stopped early keeps what it did."""
-        logger.log_history(t.history[state["rows"] :])
-        state["rows"] = len(t.history)
-        if len(t.events) > state["events"]:
-            state["events"] = len(t.events)
-            logger.log_events(t.events)
-            logger.log_json(t.net.spec.to_dict(), "spec_final.json")
-            logger.log_figure(growth_figure(t.history, t.events), "growth.png")
+    stride = history_stride(data.n_train, int(settings["batch_size"]))
+    sent = {"rows": 0, "events": 0}
+    setup_seconds = time.perf_counter() - started
 
     def on_epoch(t, epoch: int) -> None:
-        log_progress(t)
-        state["epoch"] = epoch
+        rows = [
+            row
+            for row in t.history[sent["rows"] :]
+            if row["step"] % stride == 0 or any(k.startswith("val_") for k in row)
+        ]
+        events = [e.to_dict() for e in t.events[sent["events"] :]]
+        sent["rows"], sent["events"] = len(t.history), len(t.events)
         row = t.history[-1]
         tune.report(
             {
@@ -93,26 +91,81 @@ def _trial(
                 "params": row["params"],
                 "depth": row["depth"],
                 "epoch": epoch,
-                "mlflow_run_id": logger.run_id,
                 "trial_seconds": time.perf_counter() - started,
+                "setup_seconds": setup_seconds,
+                ROWS_KEY: json.dumps(rows),
+                EVENTS_KEY: json.dumps(events),
             }
         )
 
-    status = "FAILED"
-    try:
-        result = trials.run(cfg.model, data, settings, on_epoch=on_epoch, eval_name="val")
-        logger.log_events(result.events)
-        logger.log_json(result.net.spec.to_dict(), "spec_final.json")
-        logger.log_figure(growth_figure(result.history, result.events), "growth.png")
-        status = "FINISHED"
-    except SystemExit:
-        # Tune ends a trial's thread this way after a report: ASHA stopped it, or it is done
-        done = state["epoch"] >= settings["epochs"]
-        status = "FINISHED" if done else "KILLED"
-        logger.set_tags({"stopped_early": str(not done).lower()})
-        raise
-    finally:
-        logger.finish(status)
+    trials.run(cfg.model, data, settings, on_epoch=on_epoch, eval_name="val")
+
+
+class _TrialTracker(tune.Callback):
+    """The driver's side of every trial's MLflow child run: created when the trial starts
+    (params, ``mlflow.parentRunId``), fed from each report (metrics by step, each growth event
+    with the spec after it), closed when the trial ends (``events.json``, ``spec_final.json``,
+    ``growth.png``; FINISHED, KILLED when ASHA stopped it, FAILED on an error)."""
+
+    def __init__(self, experiment_id: str, parent_run_id: str, epochs: int) -> None:
+        self.experiment_id, self.parent_run_id, self.epochs = experiment_id, parent_run_id, epochs
+        self.runs: dict[str, str] = {}  # trial id -> MLflow run id
+        self._open: dict[str, dict[str, Any]] = {}
+
+    def __getstate__(self) -> dict:
+        return {"runs": self.runs}  # Tune saves its callbacks with the experiment
+
+    def __setstate__(self, state: dict) -> None:
+        self.runs, self._open = state["runs"], {}
+
+    def on_trial_start(self, iteration, trials, trial, **info) -> None:
+        logger = RunLogger.start(
+            self.experiment_id,
+            f"trial-{trial.trial_id}",
+            parent_run_id=self.parent_run_id,
+            tags={"stage": "search", "trial_id": trial.trial_id},
+            uri=tracking_uri(),
+        )
+        logger.log_params(_settings(trial.config))
+        self.runs[trial.trial_id] = logger.run_id
+        self._open[trial.trial_id] = {"logger": logger, "history": [], "events": [], "epoch": 0}
+
+    def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
+        state = self._open.get(trial.trial_id)
+        if state is None:
+            return
+        rows, events = json.loads(result[ROWS_KEY]), json.loads(result[EVENTS_KEY])
+        state["logger"].log_history(rows)
+        events = [GrowthEvent.from_dict(e) for e in events]
+        if events:
+            state["logger"].log_events(events, summary=False)
+        state["history"] += rows
+        state["events"] += events
+        state["epoch"] = result["epoch"]
+
+    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        state = self._open.pop(trial.trial_id, None)
+        if state is None:
+            return
+        logger = state["logger"]
+        done = state["epoch"] >= self.epochs
+        try:
+            logger.log_json([e.to_dict() for e in state["events"]], "events.json")
+            if state["events"]:
+                logger.log_json(state["events"][-1].spec_after.to_dict(), "spec_final.json")
+            logger.log_figure(growth_figure(state["history"], state["events"]), "growth.png")
+            logger.set_tags({"stopped_early": str(not done).lower()})
+        finally:
+            logger.finish("FINISHED" if done else "KILLED")
+
+    def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        state = self._open.pop(trial.trial_id, None)
+        if state is not None:
+            state["logger"].finish(False)
+
+    def on_experiment_end(self, trials, **info) -> None:
+        for trial_id in list(self._open):  # never heard of again: end it rather than leave it
+            self._open.pop(trial_id)["logger"].finish("KILLED")
 
 
 class _Progress(tune.Callback):
@@ -154,15 +207,9 @@ def run_search(
         reduction_factor=s.asha.reduction_factor,
     )
     trainable = tune.with_resources(
-        tune.with_parameters(
-            _trial,
-            cfg_json=cfg.model_dump_json(),
-            experiment_id=experiment_id,
-            parent_run_id=parent_run_id,
-            uri=tracking_uri(),
-        ),
-        {"cpu": 1},
+        tune.with_parameters(_trial, cfg_json=cfg.model_dump_json()), {"cpu": 1}
     )
+    tracker = _TrialTracker(experiment_id, parent_run_id, s.epochs)
     tuner = tune.Tuner(
         trainable,
         param_space=param_space(cfg, inits),
@@ -177,11 +224,10 @@ def run_search(
             name="search",
             storage_path=str(storage.resolve()),
             verbose=0,
-            callbacks=[_Progress(advance)],
+            callbacks=[_Progress(advance), tracker],
         ),
     )
     grid = tuner.fit()
-    _close_orphaned_runs(grid)
     if all(not r.metrics for r in grid):
         first = next((r.error for r in grid if r.error), None)
         raise RuntimeError(f"search: every trial failed; the first error: {first}")
@@ -192,26 +238,18 @@ def run_search(
             rows.append(
                 {
                     "trial_id": r.metrics.get("trial_id"),
+                    "mlflow_run_id": tracker.runs.get(r.metrics.get("trial_id")),
                     "val_accuracy": r.metrics.get(METRIC),
                     "epochs": r.metrics.get("training_iteration"),
                     "depth": r.metrics.get("depth"),
                     "params": r.metrics.get("params"),
                     "flops": r.metrics.get("flops"),
                     "trial_seconds": r.metrics.get("trial_seconds"),
+                    "setup_seconds": r.metrics.get("setup_seconds"),
                     "lr": r.config["lr"],
                     "insertion": r.config["insertion"],
                     "init": json.loads(r.config["init"]),
                 }
             )
-    settings = {**best.config, "init": json.loads(best.config["init"])}
-    return SearchResult(settings, best.metrics[METRIC], best.metrics["mlflow_run_id"], rows)
-
-
-def _close_orphaned_runs(grid) -> None:
-    """A trial killed without a chance to clean up leaves its MLflow run RUNNING: end it."""
-    c = client()
-    for r in grid:
-        run_id = (r.metrics or {}).get("mlflow_run_id")
-        if run_id and c.get_run(run_id).info.status == "RUNNING":
-            c.set_tag(run_id, "stopped_early", "true")
-            c.set_terminated(run_id, "KILLED")
+    best_run = tracker.runs[best.metrics["trial_id"]]
+    return SearchResult(_settings(best.config), best.metrics[METRIC], best_run, rows)
