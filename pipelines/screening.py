@@ -74,8 +74,17 @@ def budget_of(cfg: PipelineConfig) -> ScreenBudget:
 
 
 def ranked(table: pa.Table) -> list[dict[str, Any]]:
+    """Most trainable first: by the screen's score, then its reference readout; where the
+    screen cannot tell candidates apart (inputs of a few features, as the spirals' two, carry no
+    pixel distribution to reconstruct), mean field's trainable depth breaks the tie."""
     rows = table.to_pylist()
-    return sorted(rows, key=lambda r: (r["score"], r["predicted_depth"]), reverse=True)
+
+    def key(r: dict[str, Any]) -> tuple[float, int, float]:
+        init = _initializer(r)
+        six_xi = _six_xi(init)
+        return r["score"], r["predicted_depth"], six_xi if six_xi is not None else 0.0
+
+    return sorted(rows, key=key, reverse=True)
 
 
 def run_screen(
@@ -132,7 +141,13 @@ def _initializer(row: dict[str, Any]) -> Initializer:
     return Initializer(row["kind"], row["sigma_w2"], row["sigma_b2"])
 
 
-def _mean_field_depth(init: Initializer) -> str:
+def _six_xi(init: Initializer) -> float | None:
+    """Mean field's trainable depth 6 xi_c of a Gaussian initializer (None for others)."""
     if init.kind != "gaussian" or init.sigma_b2 <= 0:
-        return ""
-    return f"{float(mean_field.trainable_depth(init.sigma_w2, init.sigma_b2)):.1f}"
+        return None
+    return float(mean_field.trainable_depth(init.sigma_w2, init.sigma_b2))
+
+
+def _mean_field_depth(init: Initializer) -> str:
+    six_xi = _six_xi(init)
+    return "" if six_xi is None else f"{six_xi:.1f}"
