@@ -62,26 +62,13 @@ def phase_figure(table, cascade_depth: int) -> Figure:
     fig, ax = plt.subplots(figsize=(6, 4))
     gauss = sorted((r for r in rows if r["kind"] == "gaussian"), key=lambda r: r["sigma_w2"])
     if gauss:
-        ax.plot(
-            [r["sigma_w2"] for r in gauss],
-            [r["decay_depth"] for r in gauss],
-            "o-",
-            label="screen: decay depth",
-        )
-        ax.plot(
-            [r["sigma_w2"] for r in gauss],
-            [r["predicted_depth"] for r in gauss],
-            "v-",
-            ms=4,
-            label="screen: reference readout",
-        )
-        ax.plot(
-            [r["sigma_w2"] for r in gauss],
-            [r["crossing_depth"] for r in gauss],
-            "s--",
-            ms=4,
-            label="screen: crossing depth",
-        )
+        sigma = [r["sigma_w2"] for r in gauss]
+        for key, style, label in (
+            ("decay_depth", "o-", "screen: decay depth"),
+            ("predicted_depth", "v-", "screen: reference readout"),
+            ("crossing_depth", "s--", "screen: crossing depth"),
+        ):
+            ax.plot(sigma, [r[key] for r in gauss], style, ms=4, label=label)
         sb2 = gauss[0]["sigma_b2"]
         if sb2 > 0:
             grid = np.linspace(
