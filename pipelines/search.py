@@ -30,7 +30,7 @@ from growth_core.init import Initializer
 from . import trial as trials
 from .config import PipelineConfig
 from .plots import growth_figure
-from .tracking import RunLogger, history_stride, tracking_uri
+from .tracking import RunLogger, history_stride, sampled_rows, tracking_uri
 
 METRIC = "val_accuracy"
 #: Report keys that carry what the tracker logs (JSON strings), not metrics to compare.
@@ -75,11 +75,7 @@ def _trial(settings: dict[str, Any], cfg_json: str) -> None:
     setup_seconds = time.perf_counter() - started
 
     def on_epoch(t, epoch: int) -> None:
-        rows = [
-            row
-            for row in t.history[sent["rows"] :]
-            if row["step"] % stride == 0 or any(k.startswith("val_") for k in row)
-        ]
+        rows = sampled_rows(t.history[sent["rows"] :], stride)
         events = [e.to_dict() for e in t.events[sent["events"] :]]
         sent["rows"], sent["events"] = len(t.history), len(t.events)
         row = t.history[-1]

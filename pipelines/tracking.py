@@ -31,17 +31,10 @@ DEFAULT_ARTIFACTS = "mlartifacts"
 MODEL_DIR = "model"
 SPEC_FILE = "spec.json"
 WEIGHTS_FILE = "state_dict.pt"
-#: Metrics of a history row logged by step; ``widths`` becomes ``width_0``, ``width_1``, ...
 #: Training rows logged per epoch, at most (evaluations and growth events are always logged): an
 #: MNIST epoch has 469 steps, and logging each to SQLite cost a third of the training time.
 HISTORY_POINTS_PER_EPOCH = 50
-
-
-def history_stride(n_train: int, batch_size: int) -> int:
-    """Log every this many steps, so an epoch gives about :data:`HISTORY_POINTS_PER_EPOCH` rows."""
-    return max(1, math.ceil(n_train / batch_size) // HISTORY_POINTS_PER_EPOCH)
-
-
+#: Metrics of a history row logged by step; ``widths`` becomes ``width_0``, ``width_1``, ...
 HISTORY_METRICS = (
     "loss",
     "accuracy",
@@ -88,6 +81,21 @@ def _artifact_location(uri: str) -> str | None:
     return None
 
 
+def history_stride(n_train: int, batch_size: int) -> int:
+    """Log every this many steps, so an epoch gives about :data:`HISTORY_POINTS_PER_EPOCH` rows."""
+    return max(1, math.ceil(n_train / batch_size) // HISTORY_POINTS_PER_EPOCH)
+
+
+def sampled_rows(history: Iterable[Mapping[str, Any]], every: int) -> list[Mapping[str, Any]]:
+    """The rows of a trainer's history worth logging: those whose step is a multiple of
+    ``every``, and every row with an evaluation."""
+    return [
+        row
+        for row in history
+        if row["step"] % every == 0 or any(k.startswith(("val_", "test_")) for k in row)
+    ]
+
+
 class RunLogger:
     """Logs one MLflow run: params, step metrics, growth events, figures, the model."""
 
@@ -129,10 +137,7 @@ class RunLogger:
         and rows with evaluations."""
         ts = _now_ms()
         metrics: list[Metric] = []
-        for row in history:
-            evaluated = any(k.startswith(("val_", "test_")) for k in row)
-            if row["step"] % every and not evaluated:
-                continue
+        for row in sampled_rows(history, every):
             metrics += [
                 Metric(k, float(row[k]), ts, row["step"]) for k in HISTORY_METRICS if k in row
             ]
