@@ -34,7 +34,7 @@ from .tracking import RunLogger, history_stride, sampled_rows, tracking_uri
 
 METRIC = "val_accuracy"
 #: Report keys that carry what the tracker logs (JSON strings), not metrics to compare.
-ROWS_KEY, EVENTS_KEY = "new_history_rows", "new_growth_events"
+ROWS_KEY, EVENTS_KEY, SPEC_KEY = "new_history_rows", "new_growth_events", "spec"
 
 
 @dataclass(frozen=True)
@@ -91,6 +91,7 @@ def _trial(settings: dict[str, Any], cfg_json: str) -> None:
                 "setup_seconds": setup_seconds,
                 ROWS_KEY: json.dumps(rows),
                 EVENTS_KEY: json.dumps(events),
+                SPEC_KEY: t.net.spec.to_json(),
             }
         )
 
@@ -137,7 +138,7 @@ class _TrialTracker(tune.Callback):
             state["logger"].log_events(events, summary=False)
         state["history"] += rows
         state["events"] += events
-        state["epoch"] = result["epoch"]
+        state["epoch"], state["spec"] = result["epoch"], result[SPEC_KEY]
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         state = self._open.pop(trial.trial_id, None)
@@ -147,8 +148,8 @@ class _TrialTracker(tune.Callback):
         done = state["epoch"] >= self.epochs
         try:
             logger.log_json([e.to_dict() for e in state["events"]], "events.json")
-            if state["events"]:
-                logger.log_json(state["events"][-1].spec_after.to_dict(), "spec_final.json")
+            if state.get("spec"):  # the architecture the trial ended with, grown or not
+                logger.log_text(state["spec"], "spec_final.json")
             logger.log_figure(growth_figure(state["history"], state["events"]), "growth.png")
             logger.set_tags({"stopped_early": str(not done).lower()})
         finally:
