@@ -188,6 +188,39 @@ def test_folds_alternate_samples_and_add_up_to_the_whole():
     assert torch.allclose(5 * fold0.tensor_s + 4 * fold1.tensor_s, 9 * whole.tensor_s)
 
 
+def test_a_precomputed_input_covariance_gives_the_same_moments_for_fewer_flops():
+    net, x, y = net_and_data(MLP, n=61)
+    pieces = [(x[:7], y[:7]), (x[7:30], y[7:30]), (x[30:], y[30:])]
+    covariance = bottleneck.InputCovariance(pieces)
+    assert covariance.flops == counted(lambda: bottleneck.InputCovariance(pieces))
+    plain = bottleneck.bottleneck_statistics(net, pieces)
+    cached = bottleneck.bottleneck_statistics(net, pieces, input_covariance=covariance)
+    for site in bottleneck.sites(MLP):
+        for fold in (None, 0, 1):
+            a, b = plain.site(site).moments(fold), cached.site(site).moments(fold)
+            for name in bottleneck.MOMENTS:
+                assert torch.allclose(getattr(a, name), getattr(b, name), atol=1e-12)
+    assert plain.flops - cached.flops == 2 * 61 * (MLP.input_dim + 1) ** 2
+    stats = bottleneck.BottleneckStatistics(net, input_covariance=covariance)
+    assert counted(lambda: stats.update(x, y)) == stats.flops
+
+
+def test_an_input_covariance_of_other_samples_or_another_net_is_refused():
+    net, x, y = net_and_data(MLP, n=40)
+    covariance = bottleneck.InputCovariance([(x, y)])
+    fewer = bottleneck.bottleneck_statistics(net, [(x[:30], y[:30])], input_covariance=covariance)
+    with pytest.raises(ValueError, match="^input_covariance"):
+        fewer.site(0).moments()
+    other = bottleneck.bottleneck_statistics(net, [(x + 1, y)], input_covariance=covariance)
+    with pytest.raises(ValueError, match="^input_covariance"):
+        other.site(0)
+    with pytest.raises(ValueError, match="^input_covariance"):
+        bottleneck.BottleneckStatistics(build(RES), input_covariance=covariance)
+    with pytest.raises(ValueError, match="^input_covariance"):
+        wider = build(ArchitectureSpec(7, 4, (5, 3), "tanh"))
+        bottleneck.BottleneckStatistics(wider, input_covariance=covariance)
+
+
 @pytest.mark.parametrize("spec", [MLP, RES], ids=["mlp", "residual"])
 @pytest.mark.parametrize("chosen", [None, [1]], ids=["all-sites", "last-site"])
 def test_statistics_and_line_search_flops_match_torch_flop_counter(spec, chosen):

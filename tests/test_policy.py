@@ -137,10 +137,29 @@ def test_a_decision_that_grows_nothing_still_counts_its_scoring():
     assert result.flops == 30 * train_step_flops(SPEC, 50) + result.growth_flops
 
 
+def test_fixed_samples_reuse_one_draw_and_count_the_input_covariance_once():
+    def run(samples):
+        policy = DepthWidthPolicy(
+            AtSteps((10, 20, 30)),
+            width=WidthGrowth(min_relative_gain=1e9, statistics_samples=400, samples=samples),
+        )
+        return train(policy, steps=40), policy
+
+    fresh, _ = run("fresh")
+    fixed, policy = run("fixed")
+    d2 = SPEC.input_dim + 1
+    covariance = policy._fixed["covariance"]
+    assert covariance.n == 400 and covariance.flops == 2 * 400 * d2 * d2
+    # Nothing grew: three statistics passes each; the fixed draw computes S2 of the input once.
+    assert fresh.growth_flops - fixed.growth_flops == 2 * covariance.flops
+
+
 def test_settings_round_trip():
     policy = DepthWidthPolicy(
         OnPlateau(window=20, threshold=0.03),
-        width=WidthGrowth(strategy="gradmax", selection="singular_value", threshold=1e-2),
+        width=WidthGrowth(
+            strategy="gradmax", selection="singular_value", threshold=1e-2, samples="fixed"
+        ),
         depth=DepthGrowth(score="v1", max_depth=5, fresh_optimizer=True, lr_factor=0.5),
         order="depth_first",
         budget=Budget(max_params=10_000, max_flops=10**12),
@@ -166,6 +185,7 @@ def test_settings_round_trip():
         ({"width": {"strategy": "grow"}}, "width.strategy"),
         ({"width": {"selection": "fixed"}}, "width.selection"),
         ({"width": {"max_neurons": 0}}, "width.max_neurons"),
+        ({"width": {"samples": "some"}}, "width.samples"),
         ({"width": {"speed": 1}}, "width.speed"),
         ({"depth": {"score": "v3"}}, "depth.score"),
         ({"depth": {"max_depth": 0}}, "depth.max_depth"),

@@ -32,6 +32,12 @@ multiplied by the batch size before differentiating, so a sample weighs the same
 **Two folds.** Samples alternate between fold 0 and fold 1 by their position in the stream
 (even, odd), whatever the batch boundaries, so a held-out check can fit on one half and test
 on the other at no extra cost; the full statistics are the two folds added.
+
+**The input covariance.** The first site of a feedforward net has the network's input as ``B2``,
+so its ``tensor_s2`` depends on the data only, and on MNIST (``d2 = 785``) it is most of a
+statistics pass (``2 n d2^2`` of it). A policy that reads the same samples at every decision
+computes it once (:class:`InputCovariance`) and hands it to each pass, which then skips that
+product and does not count it. Not in TINY or GroMo (both recompute it): ours, and exact.
 """
 
 from __future__ import annotations
@@ -132,10 +138,15 @@ class Moments:
 
 
 class SiteStatistics:
-    """Running sums of one site's moments, per fold; ``ridge`` goes to :class:`Moments`."""
+    """Running sums of one site's moments, per fold; ``ridge`` goes to :class:`Moments`.
 
-    def __init__(self, ridge: float = 0.0) -> None:
+    ``known_s2``: the fold sums of ``B2^T B2`` and their counts, computed beforehand over the same
+    samples in the same order (:class:`InputCovariance`); ``update`` then skips that product.
+    """
+
+    def __init__(self, ridge: float = 0.0, known_s2: InputCovariance | None = None) -> None:
         self.ridge = ridge
+        self.known_s2 = known_s2
         self._sums: list[dict[str, Tensor]] = [{}, {}]
         self._counts = [0, 0]
 
@@ -155,11 +166,12 @@ class SiteStatistics:
             terms = {
                 "tensor_s": bf.T @ bf,
                 "tensor_m": bf.T @ vf,
-                "tensor_s2": b2f.T @ b2f,
                 "tensor_m2": b2f.T @ vf,
                 "cross_covariance": b2f.T @ bf,
                 "goal_covariance": vf.T @ vf,
             }
+            if self.known_s2 is None:
+                terms["tensor_s2"] = b2f.T @ b2f
             sums = self._sums[fold]
             for name, term in terms.items():
                 term = term.to(torch.float64)
@@ -172,15 +184,63 @@ class SiteStatistics:
         n = sum(self._counts[f] for f in folds)
         if n == 0:
             raise ValueError("batches: no samples were accumulated" + _fold_note(fold))
+        sums = self._sums
+        if self.known_s2 is not None:
+            if self.known_s2.counts != self._counts:
+                raise ValueError(
+                    f"input_covariance: computed on {self.known_s2.counts} samples per fold, "
+                    f"the statistics read {self._counts}; it must see the same batches"
+                )
+            sums = [s | {"tensor_s2": k} for s, k in zip(sums, self.known_s2.sums, strict=True)]
         means = {}
         for name in MOMENTS:
-            total = sum(self._sums[f][name] for f in folds if self._counts[f])
+            total = sum(sums[f][name] for f in folds if self._counts[f])
             means[name] = total / n
         return Moments(**means, n=n, ridge=self.ridge)
 
 
 def _fold_note(fold: int | None) -> str:
     return "" if fold is None else f" in fold {fold} (it needs at least {fold + 1} samples)"
+
+
+class InputCovariance:
+    """``B2^T B2`` of the network's input (with a column of ones) over ``batches``, per fold:
+    the first feedforward site's ``tensor_s2``, which depends on the data only.
+
+    Pass it to every :class:`BottleneckStatistics` that streams the same batches in the same
+    order; ``flops`` is its one-time cost. A pass over other data is refused when it is read
+    (sample counts and the sum of the inputs are compared).
+    """
+
+    def __init__(self, batches: Iterable[tuple[Tensor, Tensor]]) -> None:
+        self.sums: list[Tensor] = []
+        self.counts = [0, 0]
+        self.flops = 0
+        self.input_sum = 0.0
+        fold_sums: list[Tensor | None] = [None, None]
+        n = 0
+        for x, _ in batches:
+            b2 = _with_ones(x.detach(), True)
+            for fold in (0, 1):
+                rows = b2[(fold - n) % 2 :: 2]
+                if len(rows) == 0:
+                    continue
+                term = (rows.T @ rows).to(torch.float64)
+                fold_sums[fold] = term if fold_sums[fold] is None else fold_sums[fold] + term
+                self.counts[fold] += len(rows)
+            n += len(x)
+            self.flops += 2 * len(x) * b2.shape[1] ** 2
+            self.input_sum += float(x.detach().to(torch.float64).sum())
+        if n == 0:
+            raise ValueError("batches: no data to compute the input covariance on")
+        d2 = b2.shape[1]
+        self.sums = [
+            s if s is not None else torch.zeros(d2, d2, dtype=torch.float64) for s in fold_sums
+        ]
+
+    @property
+    def n(self) -> int:
+        return sum(self.counts)
 
 
 # -- the whole network -----------------------------------------------------------------------------
@@ -206,8 +266,11 @@ class BottleneckStatistics:
         loss_fn: LossFn = F.cross_entropy,
         reduction: str = "mean",
         ridge: float = 0.0,
+        input_covariance: InputCovariance | None = None,
     ) -> None:
-        """``ridge``: shrinkage of ``S2`` when neurons are fitted (:meth:`Moments.fitting_s2`)."""
+        """``ridge``: shrinkage of ``S2`` when neurons are fitted (:meth:`Moments.fitting_s2`);
+        ``input_covariance``: the first site's ``tensor_s2``, computed once over the same
+        batches (a feedforward net only; see the module docstring)."""
         if reduction not in LOSS_REDUCTIONS:
             raise ValueError(f"reduction: unknown {reduction!r}; expected one of {LOSS_REDUCTIONS}")
         if not (isinstance(ridge, int | float) and math.isfinite(ridge) and ridge >= 0):
@@ -220,7 +283,22 @@ class BottleneckStatistics:
         self.n = 0
         self.flops = 0
         self._loss_sum = 0.0
-        self._site_stats = {s: SiteStatistics(float(ridge)) for s in self.sites}
+        if input_covariance is not None:
+            if self.spec.residual:
+                raise ValueError(
+                    "input_covariance: a residual net's first site does not read the input"
+                )
+            if input_covariance.sums[0].shape[0] != self.spec.input_dim + 1:
+                raise ValueError(
+                    f"input_covariance: computed for {input_covariance.sums[0].shape[0] - 1} "
+                    f"inputs, the network has {self.spec.input_dim}"
+                )
+        self.input_covariance = input_covariance if 0 in self.sites else None
+        self._input_sum = 0.0
+        self._site_stats = {
+            s: SiteStatistics(float(ridge), self.input_covariance if s == 0 else None)
+            for s in self.sites
+        }
         modules = dict(net.named_modules())
         self._layers = {s: tuple(modules[m] for m in site_layers(self.spec, s)) for s in self.sites}
         self._first_fan_out = min(_fan_out_index(self.spec, s) for s in self.sites)
@@ -235,6 +313,16 @@ class BottleneckStatistics:
     def site(self, site: int) -> SiteStatistics:
         if site not in self._site_stats:
             raise ValueError(f"site: {site} is not one of the collected sites {self.sites}")
+        cov = self.input_covariance
+        if (
+            site == 0
+            and cov is not None
+            and not math.isclose(self._input_sum, cov.input_sum, rel_tol=1e-9, abs_tol=1e-6)
+        ):
+            raise ValueError(
+                "input_covariance: computed on other samples than these statistics "
+                "(the sums of the inputs differ); it must see the same batches"
+            )
         return self._site_stats[site]
 
     def update(self, x: Tensor, y: Tensor) -> None:
@@ -256,6 +344,8 @@ class BottleneckStatistics:
                 b2 = _with_ones(inputs[id(fan_in)], True)
                 self._site_stats[s].update(b, -g, b2, offset=self.n)
         self.n += len(x)
+        if self.input_covariance is not None:
+            self._input_sum += float(x.detach().to(torch.float64).sum())
         self._loss_sum += float(loss_sum.detach())
         self.flops += self.flops_per_batch(len(x))
 
@@ -267,7 +357,8 @@ class BottleneckStatistics:
             fan_in, fan_out = self._layers[s]
             d = fan_out.in_features + (fan_out.bias is not None)
             d2, o = fan_in.in_features + 1, fan_out.out_features
-            total += 2 * n * (d * d + d * o + d2 * d2 + d2 * o + d2 * d + o * o)
+            known = s == 0 and self.input_covariance is not None
+            total += 2 * n * (d * d + d * o + (0 if known else d2 * d2) + d2 * o + d2 * d + o * o)
         return total
 
     def _forward_capturing(self, x: Tensor) -> tuple[Tensor, dict[int, Tensor], dict[int, Tensor]]:
@@ -314,10 +405,16 @@ def bottleneck_statistics(
     loss_fn: LossFn = F.cross_entropy,
     reduction: str = "mean",
     ridge: float = 0.0,
+    input_covariance: InputCovariance | None = None,
 ) -> BottleneckStatistics:
     """Accumulate every site's moments over ``batches`` (one pass, no update)."""
     stats = BottleneckStatistics(
-        net, sites=sites, loss_fn=loss_fn, reduction=reduction, ridge=ridge
+        net,
+        sites=sites,
+        loss_fn=loss_fn,
+        reduction=reduction,
+        ridge=ridge,
+        input_covariance=input_covariance,
     )
     for x, y in batches:
         stats.update(x, y)

@@ -57,6 +57,7 @@ from .bottleneck import (
     BottleneckStatistics,
     GradMaxGrowth,
     HeldOutGain,
+    InputCovariance,
     NeuronSelection,
     NeuronStrategy,
     RandomGrowth,
@@ -85,6 +86,8 @@ LINE_SEARCH_EVALUATIONS = (
 #: Neuron selection rules by name: the held-out test (ours) or GroMo's singular-value threshold.
 WIDTH_SELECTIONS = ("held_out", "singular_value")
 ORDERS = ("width_first", "depth_first")
+#: How each decision's statistics samples are drawn: afresh, or once for the whole run.
+SAMPLE_DRAWS = ("fresh", "fixed")
 
 #: Samples the bottleneck statistics read per decision: the TINY paper's MNIST setting (10k).
 STATISTICS_SAMPLES = 10_000
@@ -124,6 +127,10 @@ class WidthGrowth:
     on held-out samples; ``"singular_value"`` keeps ``lambda_k >= threshold`` (GroMo). Each step
     adds at most ``max_neurons``, and no hidden layer grows beyond ``max_width``.
     ``line_search_samples=None`` searches the amplitude on the statistics samples.
+    ``samples``: ``"fresh"`` draws the statistics (and line-search) samples anew at every
+    decision; ``"fixed"`` draws them once for the run, which lets a feedforward net's first site
+    reuse its input covariance (:class:`~.bottleneck.InputCovariance`, computed and counted
+    once): on MNIST that is most of a decision's FLOPs.
     """
 
     strategy: str = "tiny"
@@ -138,6 +145,7 @@ class WidthGrowth:
     ridge: float = 0.0
     """Shrinkage of ``S2`` towards its mean eigenvalue when neurons are fitted
     (:meth:`~.bottleneck.Moments.fitting_s2`); 0 is the paper's TINY."""
+    samples: str = "fresh"
 
     def __post_init__(self) -> None:
         if self.strategy not in WIDTH_STRATEGIES:
@@ -152,6 +160,8 @@ class WidthGrowth:
         _int("width.statistics_samples", self.statistics_samples, 2, optional=False)
         _int("width.line_search_samples", self.line_search_samples, 1)
         _number("width.ridge", self.ridge, 0.0)
+        if self.samples not in SAMPLE_DRAWS:
+            _fail("width.samples", f"one of {', '.join(SAMPLE_DRAWS)}", self.samples)
 
     def neuron_selection(self) -> NeuronSelection:
         if self.selection == "held_out":
@@ -261,6 +271,8 @@ class DepthWidthPolicy(GrowthPolicy):
         self._rng = random.Random(seed)
         self._last_decision_step = 0
         self._checked = False
+        self._fixed: dict[str, Any] = {}
+        """With ``width.samples == "fixed"``: the drawn batches and the input covariance."""
 
     # -- serialization ---------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -356,6 +368,30 @@ class DepthWidthPolicy(GrowthPolicy):
         ]
 
     # -- width -------------------------------------------------------------------------------------
+    def _width_samples(
+        self, trainer: Trainer
+    ) -> tuple[list[tuple[Tensor, Tensor]], list[tuple[Tensor, Tensor]], InputCovariance | None]:
+        """The statistics batches, the line-search batches, and (``samples="fixed"``, a
+        feedforward net) the input covariance of the statistics batches."""
+        w = self.width
+        if w.samples == "fixed" and self._fixed.get("data") is trainer.data:
+            f = self._fixed
+            return f["batches"], f["searched"], f["covariance"]
+        batches = self._samples(trainer, w.statistics_samples)
+        searched = [] if w.strategy in FUNCTION_PRESERVING else batches
+        if searched and w.line_search_samples is not None:
+            searched = self._samples(trainer, w.line_search_samples)
+        if w.samples == "fresh":
+            return batches, searched, None
+        covariance = None if trainer.net.spec.residual else InputCovariance(batches)
+        self._fixed = {
+            "data": trainer.data,
+            "batches": batches,
+            "searched": searched,
+            "covariance": covariance,
+        }
+        return batches, searched, covariance
+
     def _neuron_caps(self, trainer: Trainer, scoring: int) -> dict[int, int]:
         """Per site, the most neurons one step may add under the limits and the budget."""
         w, b = self.width, self.budget
@@ -384,21 +420,27 @@ class DepthWidthPolicy(GrowthPolicy):
         if w is None:
             return None, 0
         net = trainer.net
-        batches = self._samples(trainer, w.statistics_samples)
-        searched = [] if w.strategy in FUNCTION_PRESERVING else batches
-        if searched and w.line_search_samples is not None:
-            searched = self._samples(trainer, w.line_search_samples)
+        batches, searched, covariance = self._width_samples(trainer)
         n_search = sum(len(x) for x, _ in searched)
+        # The input covariance is computed (and counted) at the first decision that uses it.
+        new_covariance = covariance is not None and not self._fixed.get("covariance_counted")
+        covariance_flops = covariance.flops if new_covariance else 0
         # Before scoring: the sites that could take a neuron after a statistics pass over all
         # sites (an upper bound of its cost, so a declined decision also stays within budget).
-        whole = BottleneckStatistics(net)
-        caps = self._neuron_caps(trainer, sum(whole.flops_per_batch(len(x)) for x, _ in batches))
+        whole = BottleneckStatistics(net, input_covariance=covariance)
+        estimate = covariance_flops + sum(whole.flops_per_batch(len(x)) for x, _ in batches)
+        caps = self._neuron_caps(trainer, estimate)
         open_sites = [s for s, c in caps.items() if c >= 1]
         if not open_sites:
             return None, 0
-        stats = BottleneckStatistics(net, sites=open_sites, ridge=w.ridge)
+        stats = BottleneckStatistics(
+            net, sites=open_sites, ridge=w.ridge, input_covariance=covariance
+        )
         for x, y in batches:
             stats.update(x, y)
+        if new_covariance:
+            self._fixed["covariance_counted"] = True
+            stats.flops += covariance_flops
         plan = bottlenecks(stats, w.neuron_selection(), max_neurons=w.max_neurons)
         # After scoring: as many of each site's neurons as fit with the line search's cost too.
         counts = {}
