@@ -183,7 +183,7 @@ def check_ensemble_matches_trainer(data: datasets.Dataset) -> float:
     steps; fails loudly above 1e-3."""
     config = TrainConfig(steps=30, lr=1e-3, optimizer="adam", batch_size=128, seed=0)
     candidates = [Candidate(Initializer("gaussian", s, SIGMA_B2), depth=3, seed=1) for s in (1, 3)]
-    nets = [c.network(data.input_dim, data.num_classes) for c in candidates]
+    nets = [c.network(data) for c in candidates]
     model = Ensemble(nets)
     fit_ensemble(model, data, config)
     with torch.no_grad():
@@ -205,10 +205,7 @@ def ground_truth(data: datasets.Dataset, grid: Grid) -> tuple[np.ndarray, int]:
     for j, depth in enumerate(grid.depths):
         cells = [(i, k) for i in range(len(grid.sigma_w2)) for k in range(grid.seeds)]
         nets = [
-            _candidate(grid.sigma_w2[i], depth, grid.first_seed + k).network(
-                data.input_dim, data.num_classes
-            )
-            for i, k in cells
+            _candidate(grid.sigma_w2[i], depth, grid.first_seed + k).network(data) for i, k in cells
         ]
         model = Ensemble(nets)
         fit_ensemble(model, data, grid.train)

@@ -3,7 +3,9 @@
 An :class:`Initializer` is plain data (``kind`` plus the few numbers it needs); ``apply`` draws
 every linear map of a network from it with a seeded generator, so the same initializer and seed
 always give the same weights. The ``decorrelated`` kind also reads a sample of inputs
-(``apply(net, seed=0, data=x)``).
+(``apply(net, seed=0, data=x)``); ``apply_on(net, seed=0, inputs=x_train)`` is the one call for
+every kind, which takes the first :data:`DATA_SAMPLE` training inputs when the kind needs them
+(how the trainability screen and the pipeline's trials draw their candidates).
 """
 
 from __future__ import annotations
@@ -23,6 +25,9 @@ KINDS = ("gaussian", "kaiming", "xavier", "orthogonal", "default", "decorrelated
 
 #: Kinds that need a sample of inputs (``apply(..., data=x)``).
 DATA_KINDS = ("decorrelated",)
+
+#: Training inputs :meth:`Initializer.apply_on` hands a data-dependent kind (the first ones).
+DATA_SAMPLE = 512
 
 #: ``decorrelated``: candidate neurons drawn per neuron kept. Ours (the paper draws "many").
 DECORRELATED_CANDIDATES = 10
@@ -108,6 +113,11 @@ class Initializer:
                 if isinstance(module, nn.Linear):
                     _draw(self, module, gen)
         return net
+
+    def apply_on(self, net: nn.Module, *, seed: int, inputs: Tensor) -> nn.Module:
+        """:meth:`apply` for a network that will see ``inputs`` ``(n, input_dim)``: a kind that
+        needs data reads the first :data:`DATA_SAMPLE` of them; the others ignore them."""
+        return self.apply(net, seed=seed, data=inputs[:DATA_SAMPLE] if self.needs_data else None)
 
 
 def _draw(init: Initializer, layer: nn.Linear, gen: torch.Generator) -> None:

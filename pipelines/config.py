@@ -35,6 +35,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from growth_core.data import DATASETS
+from growth_core.init import DATA_KINDS as INIT_DATA_KINDS
 from growth_core.init import KINDS as INIT_KINDS
 from growth_core.init import Initializer
 from growth_core.spec import ACTIVATIONS, ArchitectureSpec
@@ -167,6 +168,18 @@ class PipelineConfig(_Section):
     screen: ScreenConfig = ScreenConfig()
     search: SearchConfig = SearchConfig()
     final: FinalConfig = FinalConfig()
+
+    @model_validator(mode="after")
+    def _data_kinds_need_a_feedforward_model(self) -> PipelineConfig:
+        if self.model.family != "resnet":
+            return self
+        for i, grid in enumerate(self.screen.candidates):
+            if grid.kind in INIT_DATA_KINDS:
+                raise ValueError(
+                    f"screen.candidates.{i}.kind: {grid.kind!r} draws feedforward networks "
+                    "only, and model.family is 'resnet'"
+                )
+        return self
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> PipelineConfig:

@@ -107,7 +107,7 @@ def build_policy(settings: dict[str, Any]) -> GrowthPolicy | None:
 def build_net(model: ModelConfig, data: Dataset, settings: dict[str, Any]) -> Net:
     spec = model.spec(data.input_dim, data.num_classes)
     init = Initializer.from_dict(settings["init"])
-    return init.apply(build(spec), seed=settings["seed"])
+    return init.apply_on(build(spec), seed=settings["seed"], inputs=data.x_train)
 
 
 def run(

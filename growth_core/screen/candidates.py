@@ -92,9 +92,12 @@ class Candidate:
             return ArchitectureSpec(input_dim, output_dim, widths, ACTIVATION, True, width)
         return ArchitectureSpec(input_dim, output_dim, widths, ACTIVATION)
 
-    def network(self, input_dim: int, output_dim: int) -> Net:
-        """The network the screen sees: ``build(spec)`` drawn by the initializer with ``seed``."""
-        return self.initializer.apply(build(self.spec(input_dim, output_dim)), seed=self.seed)
+    def network(self, data: Dataset) -> Net:
+        """The network the screen sees: ``build(spec)`` drawn by the initializer with ``seed``
+        (a data-dependent initializer reads ``data``'s first training inputs, as the screen
+        does)."""
+        net = build(self.spec(data.input_dim, data.num_classes))
+        return self.initializer.apply_on(net, seed=self.seed, inputs=data.x_train)
 
 
 def candidate_row(

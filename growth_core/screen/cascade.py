@@ -127,7 +127,8 @@ def screen(
     x_train, x_eval = _check_inputs(spec, initializer, data, budget, seed)
     x_eval = x_eval[: budget.eval_images]
 
-    net = initializer.apply(build(spec), seed=seed).requires_grad_(False).eval()
+    net = initializer.apply_on(build(spec), seed=seed, inputs=x_train)
+    net = net.requires_grad_(False).eval()
     decoders = _Decoders(spec, generator=_generator(seed, stream=1))
     steps, samples = _train(net, decoders, x_train, budget, _generator(seed, stream=2))
     kl = _cascade_kl(net, decoders, x_eval)  # (images, depths)

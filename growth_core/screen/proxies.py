@@ -153,7 +153,7 @@ def proxy_batch(data: Dataset, size: int, *, seed: int) -> tuple[Tensor, Tensor]
 def proxy_columns(*, batch_size: int = PROXY_BATCH) -> dict[str, ExtraColumn]:
     """The four proxies as ``extra_columns`` of :func:`~.candidates.screen_candidates`.
 
-    Each scores ``candidate.network(data.input_dim, data.num_classes)`` (the network the screen
+    Each scores ``candidate.network(data)`` (the network the screen
     sees) on ``batch_size`` training samples drawn with the candidate's seed.
     """
     _require_int("batch_size", batch_size, 1)
@@ -161,7 +161,7 @@ def proxy_columns(*, batch_size: int = PROXY_BATCH) -> dict[str, ExtraColumn]:
     def network(candidate: Candidate, data: Dataset) -> Net:
         if not isinstance(data, Dataset):
             raise ScreenError(f"data: expected a Dataset, got {type(data).__name__}")
-        return candidate.network(data.input_dim, data.num_classes)
+        return candidate.network(data)
 
     def batch(candidate: Candidate, data: Dataset) -> tuple[Tensor, Tensor]:
         return proxy_batch(data, batch_size, seed=candidate.seed)

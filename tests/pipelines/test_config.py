@@ -46,6 +46,14 @@ def test_grid_candidates_expand():
         ({"name": "t", "data": {"dataset": "parquet"}}, "path: the parquet dataset needs a path"),
         ({"name": "t"}, "data: missing"),
         ({**MINIMAL, "final": {"use_gpu": "maybe"}}, "final.use_gpu"),
+        (
+            {
+                **MINIMAL,
+                "model": {"family": "resnet"},
+                "screen": {"candidates": [{"kind": "gaussian"}, {"kind": "decorrelated"}]},
+            },
+            "screen.candidates.1.kind: 'decorrelated' draws feedforward networks only",
+        ),
     ],
 )
 def test_bad_configs_name_the_key(raw, key):

@@ -1,9 +1,12 @@
 """A growing run as the search and the final stage make it, without Ray."""
 
 import pytest
+import torch
 
 from growth_core.growth import LayerInsertion
 from growth_core.growth.policy import DepthWidthPolicy
+from growth_core.init import DATA_SAMPLE, Initializer
+from growth_core.nets import build
 from pipelines import trial as trials
 from pipelines.config import ConfigError, validate
 
@@ -33,6 +36,15 @@ def test_width_growth_runs_through_the_trial():
     assert result.events and {e.kind for e in result.events} == {"neurons"}
     assert result.net.spec.widths[0] > 4
     assert "val_accuracy" in result.history[-1]
+
+
+def test_a_trial_draws_a_decorrelated_initializer_from_its_training_inputs():
+    data = trials.with_validation(trials.load_data(CFG.data))
+    init = Initializer("decorrelated", 1.0, 0.0)
+    net = trials.build_net(CFG.model, data, settings(init=init.to_dict(), seed=2))
+    spec = CFG.model.spec(data.input_dim, data.num_classes)
+    expected = init.apply(build(spec), seed=2, data=data.x_train[:DATA_SAMPLE])
+    assert torch.equal(net.hidden[0].weight, expected.hidden[0].weight)
 
 
 def test_unknown_width_strategy_is_named():

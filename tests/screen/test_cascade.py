@@ -6,7 +6,8 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from growth_core.data import digits
-from growth_core.init import Initializer
+from growth_core.init import DATA_SAMPLE, Initializer
+from growth_core.nets import build
 from growth_core.screen import (
     SCREEN_SCHEMA,
     Candidate,
@@ -295,6 +296,22 @@ def test_screening_candidates_gives_one_row_each_with_the_schema(data, tmp_path)
     path = write_table(table, tmp_path / "screen.parquet")
     assert pq.read_table(path).equals(table)
     assert [p.name for p in tmp_path.iterdir()] == ["screen.parquet"]
+
+
+def test_a_decorrelated_candidate_is_screened_on_the_net_drawn_from_the_data(data):
+    init = Initializer("decorrelated", 1.5, SIGMA_B2)
+    candidate = Candidate(init, depth=3, width=16, seed=4)
+    net = candidate.network(data)
+    spec = candidate.spec(data.input_dim, data.num_classes)
+    expected = init.apply(build(spec), seed=4, data=data.x_train[:DATA_SAMPLE])
+    for a, b in zip(net.state_dict().values(), expected.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    plain = init.apply(build(spec), seed=4, data=data.x_train[DATA_SAMPLE : 2 * DATA_SAMPLE])
+    assert not torch.equal(net.hidden[0].weight, plain.hidden[0].weight)  # it reads the data
+    budget = ScreenBudget(max_steps=2, eval_images=50)
+    (row,) = screen_candidates([candidate], data, budget).to_pylist()
+    assert row["kind"] == "decorrelated"
+    assert row["curve"] == list(screen(spec, init, data, budget, seed=4).curve)
 
 
 def test_bad_candidates_are_named(data):

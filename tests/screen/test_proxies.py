@@ -135,7 +135,7 @@ def test_proxies_are_columns_of_the_screen_table():
     )
     rows = table.to_pylist()
     assert all(list(columns) == list(row)[-4:] for row in rows)
-    net = candidates[1].network(data.input_dim, data.num_classes)
+    net = candidates[1].network(data)
     x, y = proxy_batch(data, 32, seed=1)
     assert rows[1]["naswot"] == naswot(net, x)
     assert rows[1]["grad_norm"] == gradient_norm(net, x, y)
