@@ -140,6 +140,10 @@ class SearchConfig(_Section):
     plateau_window: PositiveInt = 20
     width_strategy: list[Literal["none", "tiny", "tiny_update", "gradmax", "random"]] = ["none"]
     """Width growth: neurons added at expressivity bottlenecks (TINY and its peers), or none."""
+    width_ridge: Annotated[float, Field(ge=0)] = 0.0
+    """``WidthGrowth.ridge``: shrinkage of ``S2`` when neurons are fitted (0: the paper's)."""
+    width_samples: Literal["fresh", "fixed"] = "fresh"
+    """``WidthGrowth.samples``: statistics samples drawn at every decision, or once a run."""
     max_depth: PositiveInt = 4
     max_params: PositiveInt | None = None
     asha: AshaConfig = AshaConfig()

@@ -67,6 +67,8 @@ def base_settings(cfg: PipelineConfig) -> dict[str, Any]:
         "plateau_threshold": math.sqrt(s.plateau_threshold[0] * s.plateau_threshold[1]),
         "plateau_window": s.plateau_window,
         "width_strategy": s.width_strategy[0],
+        "width_ridge": s.width_ridge,
+        "width_samples": s.width_samples,
         "max_depth": s.max_depth,
         "max_params": s.max_params,
         "init": Initializer("kaiming").to_dict(),
@@ -97,7 +99,11 @@ def build_policy(settings: dict[str, Any]) -> GrowthPolicy | None:
         )
     return DepthWidthPolicy(
         trigger,
-        width=WidthGrowth(strategy=settings["width_strategy"]),
+        width=WidthGrowth(
+            strategy=settings["width_strategy"],
+            ridge=float(settings.get("width_ridge", 0.0)),
+            samples=settings.get("width_samples", "fresh"),
+        ),
         depth=DepthGrowth(max_depth=settings["max_depth"]) if depth_on else None,
         budget=Budget(max_params=settings["max_params"]),
         seed=settings["seed"],

@@ -46,6 +46,8 @@ def test_grid_candidates_expand():
         ({"name": "t", "data": {"dataset": "parquet"}}, "path: the parquet dataset needs a path"),
         ({"name": "t"}, "data: missing"),
         ({**MINIMAL, "final": {"use_gpu": "maybe"}}, "final.use_gpu"),
+        ({**MINIMAL, "search": {"width_ridge": -1}}, "search.width_ridge"),
+        ({**MINIMAL, "search": {"width_samples": "once"}}, "search.width_samples"),
         (
             {
                 **MINIMAL,

@@ -24,6 +24,10 @@ def test_policies_from_settings():
     assert isinstance(both, DepthWidthPolicy) and both.depth is not None
     width_only = trials.build_policy(settings(insertion="none", width_strategy="random"))
     assert width_only.depth is None
+    tuned = trials.build_policy(
+        settings(width_strategy="tiny", width_ridge=1.0, width_samples="fixed")
+    )
+    assert (tuned.width.strategy, tuned.width.ridge, tuned.width.samples) == ("tiny", 1.0, "fixed")
 
 
 def test_width_growth_runs_through_the_trial():
