@@ -15,7 +15,7 @@ everywhere; each seed fixes the initial draw and the batch order of every row. R
   amplitude searched on 1,000 of them (digits: all), under a FLOP budget of 0.3x the big
   network's training FLOPs (the target). These settings were chosen on seeds 0 and 1 of MNIST
   (TINY only): ``ridge`` 0 / 0.01 / 0.1 / 1 / 3 (3 and above: no neuron passes
-  ``min_relative_gain``), 10k or 30k samples, 16 to 48 decisions.
+  ``min_relative_gain``), 10k or 30k samples, 16 to 48 decisions (``bench/tiny_probe.py``).
   GradMax refuses ReLU (its zero fan-in never learns with PyTorch's relu'(0) = 0), so its row
   runs on leaky ReLU (slope 0.01), the nearest activation it accepts;
 - ``tiny, gromo threshold``: the ``tiny`` row with GroMo's count rule (singular values above
