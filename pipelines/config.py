@@ -35,6 +35,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from growth_core.data import DATASETS
+from growth_core.growth.policy import SAMPLE_DRAWS
 from growth_core.init import DATA_KINDS as INIT_DATA_KINDS
 from growth_core.init import KINDS as INIT_KINDS
 from growth_core.init import Initializer
@@ -142,7 +143,7 @@ class SearchConfig(_Section):
     """Width growth: neurons added at expressivity bottlenecks (TINY and its peers), or none."""
     width_ridge: Annotated[float, Field(ge=0)] = 0.0
     """``WidthGrowth.ridge``: shrinkage of ``S2`` when neurons are fitted (0: the paper's)."""
-    width_samples: Literal["fresh", "fixed"] = "fresh"
+    width_samples: Literal[SAMPLE_DRAWS] = "fresh"  # type: ignore[valid-type]
     """``WidthGrowth.samples``: statistics samples drawn at every decision, or once a run."""
     max_depth: PositiveInt = 4
     max_params: PositiveInt | None = None

@@ -101,8 +101,8 @@ def build_policy(settings: dict[str, Any]) -> GrowthPolicy | None:
         trigger,
         width=WidthGrowth(
             strategy=settings["width_strategy"],
-            ridge=float(settings.get("width_ridge", 0.0)),
-            samples=settings.get("width_samples", "fresh"),
+            ridge=float(settings["width_ridge"]),
+            samples=settings["width_samples"],
         ),
         depth=DepthGrowth(max_depth=settings["max_depth"]) if depth_on else None,
         budget=Budget(max_params=settings["max_params"]),

@@ -148,7 +148,7 @@ def test_fixed_samples_reuse_one_draw_and_count_the_input_covariance_once():
     fresh, _ = run("fresh")
     fixed, policy = run("fixed")
     d2 = SPEC.input_dim + 1
-    covariance = policy._fixed["covariance"]
+    covariance = policy._fixed.covariance
     assert covariance.n == 400 and covariance.flops == 2 * 400 * d2 * d2
     # Nothing grew: three statistics passes each; the fixed draw computes S2 of the input once.
     assert fresh.growth_flops - fixed.growth_flops == 2 * covariance.flops

@@ -158,8 +158,7 @@ class SiteStatistics:
         """Add one batch: ``b`` ``(n, d)``, ``v_goal`` ``(n, o)``, ``b2`` ``(n, d2)``, whose first
         row is sample number ``offset`` of the stream."""
         for fold in (0, 1):
-            start = (fold - offset) % 2
-            rows = slice(start, None, 2)
+            rows = _fold_rows(fold, offset)
             bf, vf, b2f = b[rows], v_goal[rows], b2[rows]
             if len(bf) == 0:
                 continue
@@ -199,6 +198,11 @@ class SiteStatistics:
         return Moments(**means, n=n, ridge=self.ridge)
 
 
+def _fold_rows(fold: int, offset: int) -> slice:
+    """The rows of a batch that belong to ``fold`` when its first row is sample ``offset``."""
+    return slice((fold - offset) % 2, None, 2)
+
+
 def _fold_note(fold: int | None) -> str:
     return "" if fold is None else f" in fold {fold} (it needs at least {fold + 1} samples)"
 
@@ -213,30 +217,22 @@ class InputCovariance:
     """
 
     def __init__(self, batches: Iterable[tuple[Tensor, Tensor]]) -> None:
-        self.sums: list[Tensor] = []
         self.counts = [0, 0]
         self.flops = 0
         self.input_sum = 0.0
-        fold_sums: list[Tensor | None] = [None, None]
-        n = 0
+        self.sums: list[Tensor] = []
         for x, _ in batches:
-            b2 = _with_ones(x.detach(), True)
+            b2, offset, d2 = _with_ones(x.detach(), True), self.n, x.shape[1] + 1
+            if not self.sums:
+                self.sums = [torch.zeros(d2, d2, dtype=torch.float64) for _ in (0, 1)]
             for fold in (0, 1):
-                rows = b2[(fold - n) % 2 :: 2]
-                if len(rows) == 0:
-                    continue
-                term = (rows.T @ rows).to(torch.float64)
-                fold_sums[fold] = term if fold_sums[fold] is None else fold_sums[fold] + term
+                rows = b2[_fold_rows(fold, offset)]
+                self.sums[fold] += (rows.T @ rows).to(torch.float64)  # as SiteStatistics sums
                 self.counts[fold] += len(rows)
-            n += len(x)
-            self.flops += 2 * len(x) * b2.shape[1] ** 2
+            self.flops += 2 * len(x) * d2 * d2
             self.input_sum += float(x.detach().to(torch.float64).sum())
-        if n == 0:
+        if self.n == 0:
             raise ValueError("batches: no data to compute the input covariance on")
-        d2 = b2.shape[1]
-        self.sums = [
-            s if s is not None else torch.zeros(d2, d2, dtype=torch.float64) for s in fold_sums
-        ]
 
     @property
     def n(self) -> int:

@@ -229,6 +229,22 @@ def _section_from_dict(name: str, d: Any) -> Any:
     return cls(**d)
 
 
+@dataclass
+class _Draw:
+    """One draw of a width decision's samples; ``uncounted_flops``: the cost of computing
+    ``covariance``, until a decision has counted it."""
+
+    data: Any
+    batches: list[tuple[Tensor, Tensor]]
+    searched: list[tuple[Tensor, Tensor]]
+    covariance: InputCovariance | None = None
+    uncounted_flops: int = 0
+
+    def __post_init__(self) -> None:
+        if self.covariance is not None:
+            self.uncounted_flops = self.covariance.flops
+
+
 # -- the policy ------------------------------------------------------------------------------------
 class DepthWidthPolicy(GrowthPolicy):
     """Grows a network in depth and width when ``trigger`` fires; see the module docstring.
@@ -271,8 +287,8 @@ class DepthWidthPolicy(GrowthPolicy):
         self._rng = random.Random(seed)
         self._last_decision_step = 0
         self._checked = False
-        self._fixed: dict[str, Any] = {}
-        """With ``width.samples == "fixed"``: the drawn batches and the input covariance."""
+        self._fixed: _Draw | None = None
+        """With ``width.samples == "fixed"``: the run's one draw."""
 
     # -- serialization ---------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -368,29 +384,20 @@ class DepthWidthPolicy(GrowthPolicy):
         ]
 
     # -- width -------------------------------------------------------------------------------------
-    def _width_samples(
-        self, trainer: Trainer
-    ) -> tuple[list[tuple[Tensor, Tensor]], list[tuple[Tensor, Tensor]], InputCovariance | None]:
-        """The statistics batches, the line-search batches, and (``samples="fixed"``, a
-        feedforward net) the input covariance of the statistics batches."""
+    def _width_samples(self, trainer: Trainer) -> _Draw:
+        """This decision's samples: drawn afresh, or the run's one draw (``samples="fixed"``)."""
         w = self.width
-        if w.samples == "fixed" and self._fixed.get("data") is trainer.data:
-            f = self._fixed
-            return f["batches"], f["searched"], f["covariance"]
+        if w.samples == "fixed" and self._fixed is not None and self._fixed.data is trainer.data:
+            return self._fixed
         batches = self._samples(trainer, w.statistics_samples)
         searched = [] if w.strategy in FUNCTION_PRESERVING else batches
         if searched and w.line_search_samples is not None:
             searched = self._samples(trainer, w.line_search_samples)
         if w.samples == "fresh":
-            return batches, searched, None
+            return _Draw(trainer.data, batches, searched)
         covariance = None if trainer.net.spec.residual else InputCovariance(batches)
-        self._fixed = {
-            "data": trainer.data,
-            "batches": batches,
-            "searched": searched,
-            "covariance": covariance,
-        }
-        return batches, searched, covariance
+        self._fixed = _Draw(trainer.data, batches, searched, covariance)
+        return self._fixed
 
     def _neuron_caps(self, trainer: Trainer, scoring: int) -> dict[int, int]:
         """Per site, the most neurons one step may add under the limits and the budget."""
@@ -420,15 +427,13 @@ class DepthWidthPolicy(GrowthPolicy):
         if w is None:
             return None, 0
         net = trainer.net
-        batches, searched, covariance = self._width_samples(trainer)
+        draw = self._width_samples(trainer)
+        batches, searched, covariance = draw.batches, draw.searched, draw.covariance
         n_search = sum(len(x) for x, _ in searched)
-        # The input covariance is computed (and counted) at the first decision that uses it.
-        new_covariance = covariance is not None and not self._fixed.get("covariance_counted")
-        covariance_flops = covariance.flops if new_covariance else 0
         # Before scoring: the sites that could take a neuron after a statistics pass over all
         # sites (an upper bound of its cost, so a declined decision also stays within budget).
         whole = BottleneckStatistics(net, input_covariance=covariance)
-        estimate = covariance_flops + sum(whole.flops_per_batch(len(x)) for x, _ in batches)
+        estimate = draw.uncounted_flops + sum(whole.flops_per_batch(len(x)) for x, _ in batches)
         caps = self._neuron_caps(trainer, estimate)
         open_sites = [s for s, c in caps.items() if c >= 1]
         if not open_sites:
@@ -438,9 +443,8 @@ class DepthWidthPolicy(GrowthPolicy):
         )
         for x, y in batches:
             stats.update(x, y)
-        if new_covariance:
-            self._fixed["covariance_counted"] = True
-            stats.flops += covariance_flops
+        stats.flops += draw.uncounted_flops  # the input covariance, at its first decision
+        draw.uncounted_flops = 0
         plan = bottlenecks(stats, w.neuron_selection(), max_neurons=w.max_neurons)
         # After scoring: as many of each site's neurons as fit with the line search's cost too.
         counts = {}
