@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from growth_core import data as datasets
-from growth_core.growth import LayerInsertion, OnPlateau
+from growth_core.growth import DepthGrowth, DepthWidthPolicy, OnPlateau
 from growth_core.init import Initializer
 from growth_core.nets import build
 from growth_core.spec import ArchitectureSpec
@@ -69,7 +69,9 @@ def main() -> None:
     trainer_net = Initializer("kaiming").apply(build(SPEC), seed=0)
     total = (blocks + 1) * steps
     config = TrainConfig(steps=total, lr=LR, optimizer="adam", batch_size=BATCH)
-    trainer = Trainer(trainer_net, data, config, policy=LayerInsertion(trigger=never))
+    trainer = Trainer(
+        trainer_net, data, config, policy=DepthWidthPolicy(never, depth=DepthGrowth())
+    )
 
     def run_trainer():  # the loop alone: fit's final evaluation has no plain counterpart
         trainer.train_until(trainer.step + steps)

@@ -21,7 +21,7 @@ import _common
 import torch
 
 from growth_core import data as datasets
-from growth_core.growth import AtSteps, LayerInsertion, OnPlateau, sensitivity
+from growth_core.growth import AtSteps, DepthGrowth, DepthWidthPolicy, OnPlateau, sensitivity
 from growth_core.init import Initializer
 from growth_core.nets import build
 from growth_core.spec import ArchitectureSpec
@@ -68,13 +68,18 @@ def run(spec, data, config, seed, policy=None):
     }
 
 
+def insertion(trigger, seed=0, **depth):
+    """SensLI alone: the growth policy with depth only."""
+    return DepthWidthPolicy(trigger, depth=DepthGrowth(**depth), seed=seed)
+
+
 def row_policies(spec, trigger, seed, score_batches=None):
     """The method and, where there is more than one candidate position, its two controls."""
-    common = {"trigger": trigger, "max_depth": spec.depth + 1, "score_batches": score_batches}
-    rows = {"SensLI (max)": LayerInsertion(**common)}
+    common = {"max_depth": spec.depth + 1, "score_batches": score_batches}
+    rows = {"SensLI (max)": insertion(trigger, **common)}
     if len(sensitivity.positions(spec)) > 1:
-        rows["min-sensitivity"] = LayerInsertion(selection="min", **common)
-        rows["random position"] = LayerInsertion(selection="random", seed=seed, **common)
+        rows["min-sensitivity"] = insertion(trigger, selection="min", **common)
+        rows["random position"] = insertion(trigger, seed, selection="random", **common)
     return rows
 
 
@@ -94,7 +99,7 @@ def experiment(
             one[name] = run(spec, data, config, seed, policy)
         if fixed_step:
             one["SensLI (criterion)"] = run(
-                spec, data, config, seed, LayerInsertion(trigger=PLATEAU, max_depth=spec.depth + 1)
+                spec, data, config, seed, insertion(PLATEAU, max_depth=spec.depth + 1)
             )
         for name, r in one.items():
             runs.setdefault(name, []).append(r)

@@ -255,7 +255,7 @@ def readouts(results: list[list], grid: Grid) -> dict[str, np.ndarray]:
     shape = (len(grid.sigma_w2), len(grid.depths), grid.seeds)
     depths = np.array(grid.depths, dtype=float)[None, :, None]
     decay = np.array([[r.decay_depth for r in row] for row in results])
-    predicted = np.array([[r.predicted_depth for r in row] for row in results], dtype=float)
+    predicted = np.array([[r.reference_depth for r in row] for row in results], dtype=float)
     crossing = np.array([[r.crossing_depth for r in row] for row in results])
     at_depth = np.array(
         [[[r.curve[depth - 1] for r in row] for depth in grid.depths] for row in results]
@@ -518,7 +518,7 @@ def run_dataset(dataset: str, data: datasets.Dataset, grid: Grid, rng) -> dict:
             "sigma_w2": s,
             "seed": grid.first_seed + k,
             "decay_depth": r.decay_depth,
-            "predicted_depth": r.predicted_depth,
+            "reference_depth": r.reference_depth,
             "crossing_depth": r.crossing_depth,
             "curve": [round(v, 5) for v in r.curve],
             "flops": r.flops,
@@ -531,7 +531,7 @@ def run_dataset(dataset: str, data: datasets.Dataset, grid: Grid, rng) -> dict:
         "accuracy": accuracy,
         "predicted": {
             "decay": np.array([[r.decay_depth for r in row] for row in results]),
-            "reference": np.array([[r.predicted_depth for r in row] for row in results]),
+            "reference": np.array([[r.reference_depth for r in row] for row in results]),
             "crossing": np.array([[r.crossing_depth for r in row] for row in results]),
         },
         "auc_screen": summary["auc_screen"],

@@ -161,18 +161,11 @@ class DecorrelationPenalty:
     def flops(self, spec: ArchitectureSpec, n: int) -> int:
         """The covariance products of one training step on ``n`` samples: ``2 n w^2`` forward
         and twice that backward, per chosen layer."""
-        widths = _hidden_widths(spec)
+        widths = spec.hidden_widths
         return sum(3 * 2 * n * widths[i] ** 2 for i in self._chosen(len(widths)) if widths[i] > 1)
 
     def to_dict(self) -> dict:
         return {"strength": self.strength, "layers": self.layers}
-
-
-def _hidden_widths(spec: ArchitectureSpec) -> list[int]:
-    """Widths of the tensors ``forward_with_hidden`` returns."""
-    if spec.residual:
-        return [spec.width] * (spec.depth + 1)
-    return list(spec.widths)
 
 
 # -- re-initializing redundant neurons -------------------------------------------------------------

@@ -130,7 +130,7 @@ def _draw(init: Initializer, layer: nn.Linear, gen: torch.Generator) -> None:
             b.uniform_(-bound, bound, generator=gen)
         return
     if init.kind == "orthogonal":
-        w.copy_(math.sqrt(init.sigma_w2) * _orthogonal(fan_out, fan_in, gen))
+        w.copy_(math.sqrt(init.sigma_w2) * orthonormal(fan_out, fan_in, gen))
     else:
         var = {
             "gaussian": init.sigma_w2 / fan_in,
@@ -145,7 +145,7 @@ def _draw(init: Initializer, layer: nn.Linear, gen: torch.Generator) -> None:
             b.zero_()
 
 
-def _orthogonal(rows: int, cols: int, gen: torch.Generator) -> torch.Tensor:
+def orthonormal(rows: int, cols: int, gen: torch.Generator) -> torch.Tensor:
     """A Haar-random matrix with orthonormal rows or columns (QR with sign fix)."""
     a = torch.randn(max(rows, cols), min(rows, cols), generator=gen)
     q, r = torch.linalg.qr(a)

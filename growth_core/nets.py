@@ -115,7 +115,3 @@ Net = MLP | ResidualMLP
 def build(spec: ArchitectureSpec) -> Net:
     """The network a spec describes, with PyTorch's default initialization."""
     return ResidualMLP(spec) if spec.residual else MLP(spec)
-
-
-def count_parameters(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())

@@ -69,6 +69,14 @@ class ArchitectureSpec:
         return len(self.widths)
 
     @property
+    def hidden_widths(self) -> list[int]:
+        """Widths of the hidden representations ``forward_with_hidden`` returns: every hidden
+        layer (feedforward), or the stream after the input layer and after every block."""
+        if self.residual:
+            return [self.width] * (self.depth + 1)
+        return list(self.widths)
+
+    @property
     def supports_identity_insertion(self) -> bool:
         """Whether a layer can be inserted without changing the function."""
         return self.residual or self.activation in IDEMPOTENT_ACTIVATIONS

@@ -1,10 +1,10 @@
 """The training loop: steps, evaluation, FLOP accounting, growth hooks, history.
 
 One :class:`Trainer` trains one network on one :class:`~growth_core.data.Dataset`. After every
-optimizer step it asks its growth policy (if any) for a :class:`~growth_core.growth.base.Growth`;
-when one comes back, the trainer applies it atomically: swaps in the grown network, carries the
-optimizer state of every surviving parameter (or starts a fresh optimizer, the paper's choice),
-counts the FLOPs the decision cost and records the :class:`GrowthEvent`.
+optimizer step it asks its growth policy (if any) for a :class:`~growth_core.events.Decision`,
+counts the FLOPs the decision's scoring cost and, when it holds a growth, applies it atomically:
+swaps in the grown network, carries the optimizer state of every surviving parameter and records
+the :class:`~growth_core.events.GrowthEvent`. The trainer is the only writer of its FLOPs.
 
 Small hook points in the style of minGPT: ``trainer.add_callback("on_step_end", fn)``,
 ``"on_growth"`` and ``"on_eval"``, each called with the trainer. An optional ``penalty`` (e.g.
@@ -24,14 +24,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ._checks import require_choice, require_int, require_number
 from .data import Dataset
-from .flops import forward_flops, train_step_flops
-from .growth.base import Growth, GrowthEvent, GrowthPolicy
-from .nets import count_parameters
+from .events import Decision, Growth, GrowthEvent, GrowthPolicy, LossFn
+from .flops import parameter_count, train_step_flops
 from .spec import ArchitectureSpec
 
 OPTIMIZERS = ("sgd", "adam")
-SCHEDULES = ("constant", "cosine", "step")
 CALLBACK_EVENTS = ("on_step_end", "on_growth", "on_eval")
 #: Logged steps wait, as detached tensors, until this many logit entries have gathered (or the
 #: history is read); then one batched reduction gives all their losses and accuracies. A tiny
@@ -40,69 +39,51 @@ CALLBACK_EVENTS = ("on_step_end", "on_growth", "on_eval")
 PENDING_ELEMENTS = 1 << 16
 
 
-class ConfigError(ValueError):
+class TrainConfigError(ValueError):
     """A training setting with a bad value; the message names the field."""
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """How to train. ``batch_size=None`` trains full batch (the layer-insertion paper)."""
+    """How to train: for ``steps`` optimizer steps or ``epochs`` passes over the training set
+    (one of the two). ``batch_size=None`` trains full batch (the layer-insertion paper)."""
 
-    steps: int
+    steps: int | None = None
+    epochs: int | None = None
     lr: float = 0.1
     optimizer: str = "sgd"
-    momentum: float = 0.0
-    weight_decay: float = 0.0
     batch_size: int | None = None
-    schedule: str = "constant"
-    step_size: int = 1000
-    """``schedule="step"``: the rate is multiplied by ``gamma`` every ``step_size`` steps."""
-    gamma: float = 0.1
     eval_every: int = 0
     """Evaluate on the test set every this many steps (0: only at the end)."""
     log_every: int = 1
     seed: int = 0
 
     def __post_init__(self) -> None:
-        _check(self.steps >= 0, "steps", "an integer >= 0", self.steps)
-        _check(self.lr > 0 and math.isfinite(self.lr), "lr", "a positive number", self.lr)
-        _check(self.optimizer in OPTIMIZERS, "optimizer", f"one of {OPTIMIZERS}", self.optimizer)
-        _check(self.schedule in SCHEDULES, "schedule", f"one of {SCHEDULES}", self.schedule)
-        _check(self.momentum >= 0, "momentum", "a number >= 0", self.momentum)
-        _check(self.weight_decay >= 0, "weight_decay", "a number >= 0", self.weight_decay)
-        _check(
-            self.batch_size is None or self.batch_size > 0,
-            "batch_size",
-            "a positive integer or None (full batch)",
-            self.batch_size,
-        )
-        _check(self.step_size > 0, "step_size", "a positive integer", self.step_size)
-        _check(self.eval_every >= 0, "eval_every", "an integer >= 0", self.eval_every)
-        _check(self.log_every > 0, "log_every", "a positive integer", self.log_every)
+        fail = TrainConfigError
+        if (self.steps is None) == (self.epochs is None):
+            raise fail(f"steps: give steps or epochs, not both nor neither (epochs={self.epochs})")
+        require_int("steps", self.steps, 0, optional=True, error=fail)
+        require_int("epochs", self.epochs, 0, optional=True, error=fail)
+        require_number("lr", self.lr, 0.0, strict=True, error=fail)
+        require_choice("optimizer", self.optimizer, OPTIMIZERS, error=fail)
+        require_int("batch_size", self.batch_size, 1, optional=True, error=fail)
+        require_int("eval_every", self.eval_every, 0, error=fail)
+        require_int("log_every", self.log_every, 1, error=fail)
 
-    def lr_at(self, step: int) -> float:
-        """The scheduled learning rate ``step`` steps after the schedule's start."""
-        if self.schedule == "cosine":
-            return 0.5 * self.lr * (1 + math.cos(math.pi * min(step, self.steps) / self.steps))
-        if self.schedule == "step":
-            return self.lr * self.gamma ** (step // self.step_size)
-        return self.lr
+    def steps_per_epoch(self, n_train: int, world_size: int = 1) -> int:
+        """Steps of one pass over the largest of ``world_size`` shards of ``n_train`` samples:
+        every rank takes the same number of steps."""
+        shard = math.ceil(n_train / world_size)
+        return 1 if self.batch_size is None else max(1, math.ceil(shard / self.batch_size))
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def _check(ok: bool, name: str, expected: str, value: Any) -> None:
-    if not ok:
-        raise ConfigError(f"{name}: expected {expected}, got {value!r}")
-
-
-def make_optimizer(net: nn.Module, config: TrainConfig, lr: float) -> torch.optim.Optimizer:
+def make_optimizer(net: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
     if config.optimizer == "adam":
-        return torch.optim.Adam(net.parameters(), lr=lr, weight_decay=config.weight_decay)
-    return torch.optim.SGD(
-        net.parameters(), lr=lr, momentum=config.momentum, weight_decay=config.weight_decay
-    )
+        return torch.optim.Adam(net.parameters(), lr=config.lr)
+    return torch.optim.SGD(net.parameters(), lr=config.lr)
 
 
 def carry_optimizer_state(
@@ -167,7 +148,7 @@ class Trainer:
         config: TrainConfig,
         *,
         policy: GrowthPolicy | None = None,
-        loss_fn: Callable[[Tensor, Tensor], Tensor] = F.cross_entropy,
+        loss_fn: LossFn = F.cross_entropy,
         wrap: Callable[[nn.Module], nn.Module] | None = None,
         shard: tuple[int, int] = (0, 1),
         eval_name: str = "test",
@@ -179,7 +160,8 @@ class Trainer:
         see the whole dataset. ``eval_name`` names the held-out metrics (``"val"`` when the
         dataset's test split is a validation split). ``penalty`` is added to the loss of every
         training step (history key ``"penalty"``); it reads the hidden outputs, so it needs the
-        unwrapped network and cannot be combined with ``wrap``."""
+        unwrapped network and cannot be combined with ``wrap``. ``loss_fn(logits, labels)``,
+        a mean over the batch, is the training loss and the one growth decisions score."""
         rank, world = shard
         if penalty is not None and wrap is not None:
             raise ValueError("penalty: needs the unwrapped network's hidden outputs; drop wrap")
@@ -207,9 +189,13 @@ class Trainer:
         self._generator = torch.Generator().manual_seed(config.seed)
         self._order: Tensor | None = None
         self._cursor = 0
-        self._lr_origin = 0
-        self._lr_scale = 1.0
-        self.optimizer = make_optimizer(net, config, config.lr_at(0))
+        self.steps_per_epoch = config.steps_per_epoch(data.n_train, world)
+        self.total_steps = (
+            config.steps if config.epochs is None else config.epochs * self.steps_per_epoch
+        )
+        """The run's length in optimizer steps (``epochs`` turned into steps)."""
+        self.batch_size = min(config.batch_size or data.n_train, len(self._x_shard))
+        self.optimizer = make_optimizer(net, config)
         self._on_architecture_change()
 
     # -- hooks ---------------------------------------------------------------------------------
@@ -239,11 +225,6 @@ class Trainer:
     # -- one step ------------------------------------------------------------------------------
     def train_step(self, x: Tensor, y: Tensor) -> Tensor:
         """One optimizer step on ``(x, y)``; returns the logits (detached)."""
-        lr = self._lr_scale * self.config.lr_at(self.step - self._lr_origin)
-        if lr != self._lr:
-            for group in self.optimizer.param_groups:
-                group["lr"] = lr
-            self._lr = lr
         self.optimizer.zero_grad(set_to_none=True)
         if self.penalty is None:
             logits = self.model(x)
@@ -272,27 +253,25 @@ class Trainer:
         return flops
 
     def fit(self) -> TrainResult:
-        """Train for ``config.steps`` steps; evaluate at the end."""
-        self.train_until(self.config.steps)
+        """Train for the configured steps (or epochs); evaluate at the end."""
+        self.train_until(self.total_steps)
         self.evaluate()
         return TrainResult(self.history, self.events, self.net, self.flops, self.growth_flops)
 
     def train_until(self, step: int) -> None:
         """Train (logging, growing, evaluating every ``eval_every``) until ``step`` steps are
-        done, at most ``config.steps``; no final evaluation. ``fit`` is this plus one."""
-        cfg = self.config
-        step = min(step, cfg.steps)
+        done, at most ``total_steps``; no final evaluation. ``fit`` is this plus one."""
+        cfg, total = self.config, self.total_steps
+        step = min(step, total)
         while self.step < step:
             x, y = self.next_batch()
             logits = self.train_step(x, y)
-            if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+            if self.step % cfg.log_every == 0 or self.step == total:
                 self._log(logits, y)
             self._fire("on_step_end")
             if self.policy is not None:
-                growth = self.policy.propose(self)
-                if growth is not None:
-                    self.apply_growth(growth)
-            if cfg.eval_every and self.step % cfg.eval_every == 0 and self.step < cfg.steps:
+                self.apply(self.policy.decide(self))
+            if cfg.eval_every and self.step % cfg.eval_every == 0 and self.step < total:
                 self.evaluate()
 
     # -- history -------------------------------------------------------------------------------
@@ -302,12 +281,6 @@ class Trainer:
         per evaluation (``{eval_name}_loss``, ``{eval_name}_accuracy``)."""
         self._flush()
         return self._history
-
-    @property
-    def last_loss(self) -> float:
-        """The training loss of the last logged step (NaN before the first)."""
-        rows = [row for row in self.history[-2:] if "loss" in row]
-        return rows[-1]["loss"] if rows else math.nan
 
     def _log(self, logits: Tensor, y: Tensor) -> None:
         row = {
@@ -373,19 +346,19 @@ class Trainer:
         return metrics
 
     # -- growth --------------------------------------------------------------------------------
+    def apply(self, decision: Decision) -> None:
+        """Count what the decision's scoring cost and apply its growth, if any."""
+        self.flops += decision.scoring_flops
+        self.growth_flops += decision.scoring_flops
+        if decision.growth is not None:
+            self.apply_growth(decision.growth)
+
     def apply_growth(self, growth: Growth) -> None:
-        """Swap in the grown network and carry the optimizer; one atomic step."""
+        """Swap in the grown network and carry the optimizer state; one atomic step."""
         old_net, old_opt = self.net, self.optimizer
-        if growth.fresh_optimizer:
-            self._lr_origin = self.step
-            self._lr_scale *= growth.lr_factor
-            self.optimizer = make_optimizer(growth.net, self.config, self.config.lr_at(0))
-        else:
-            self.optimizer = make_optimizer(growth.net, self.config, self.config.lr_at(0))
-            carry_optimizer_state(old_opt, old_net, self.optimizer, growth.net, growth.param_map)
+        self.optimizer = make_optimizer(growth.net, self.config)
+        carry_optimizer_state(old_opt, old_net, self.optimizer, growth.net, growth.param_map)
         self.net = growth.net
-        self.flops += growth.scoring_flops
-        self.growth_flops += growth.scoring_flops
         self.events.append(growth.event)
         self._on_architecture_change()
         self._fire("on_growth")
@@ -393,10 +366,5 @@ class Trainer:
     def _on_architecture_change(self) -> None:
         self.model = self._wrap(self.net) if self._wrap else self.net
         self._widths = list(self.net.spec.widths)  # shared by the history rows of this spec
-        self._lr = None  # a new optimizer: set its learning rate on the next step
-        self._params = count_parameters(self.net)
+        self._params = parameter_count(self.net.spec)
         self._flops_cache: dict[int, int] = {}
-
-    def eval_flops(self, n: int) -> int:
-        """Forward FLOPs of evaluating the current network on ``n`` samples (not counted)."""
-        return forward_flops(self.net.spec, n)

@@ -35,7 +35,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from growth_core.data import DATASETS
-from growth_core.growth.policy import SAMPLE_DRAWS
+from growth_core.growth.settings import SAMPLE_DRAWS
 from growth_core.init import DATA_KINDS as INIT_DATA_KINDS
 from growth_core.init import KINDS as INIT_KINDS
 from growth_core.init import Initializer

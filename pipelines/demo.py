@@ -1,4 +1,4 @@
-"""``make run`` until the full pipeline lands: layer insertion on the spirals, in a minute.
+"""``make demo``: layer insertion on the spirals, in a minute, without Ray or MLflow.
 
 Trains the paper's feedforward net (2-[5]-2 ReLU, full-batch GD, lr 0.2, 1850 steps) three
 ways per seed: the small net, SensLI growing it by one layer at step 450, and the big net of
@@ -18,7 +18,7 @@ from rich.progress import Progress
 from rich.table import Table
 
 from growth_core import data as datasets
-from growth_core.growth import AtSteps, LayerInsertion, sensitivity
+from growth_core.growth import AtSteps, DepthGrowth, DepthWidthPolicy, sensitivity
 from growth_core.init import Initializer
 from growth_core.io import write_json
 from growth_core.nets import build
@@ -45,7 +45,9 @@ def main(argv: list[str] | None = None) -> None:
         for seed in range(args.seeds):
             for name in rows:
                 spec = sensitivity.inserted_spec(SPEC, 0) if name == "big fixed" else SPEC
-                policy = LayerInsertion(trigger=AtSteps((450,))) if name == "SensLI" else None
+                policy = None
+                if name == "SensLI":
+                    policy = DepthWidthPolicy(AtSteps((450,)), depth=DepthGrowth())
                 net = Initializer("default").apply(build(spec), seed=seed)
                 result = Trainer(net, data, CONFIG, policy=policy).fit()
                 last = result.final

@@ -11,60 +11,50 @@ optimizer state, identically on every rank.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 import torch.distributed as dist
 
-from growth_core.growth.base import Growth, GrowthPolicy
+from growth_core.events import NO_DECISION, Change, Decision, Growth, GrowthPolicy, TrainingState
 from growth_core.nets import build
 from growth_core.spec import ArchitectureSpec
 
-if TYPE_CHECKING:
-    from growth_core.train import Trainer
-
 
 class RankZeroDecides(GrowthPolicy):
+    """Rank 0 asks ``policy``; every rank gets the same growth. A decision's scoring passes run
+    on rank 0 only, so only rank 0 counts their FLOPs: summed over ranks, each decision's cost
+    is counted once, as it was computed once."""
+
     def __init__(self, policy: GrowthPolicy | None, device: torch.device | None = None) -> None:
         self.policy = policy
         self.device = device or torch.device("cpu")
 
-    def propose(self, trainer: Trainer) -> Growth | None:
+    def decide(self, state: TrainingState) -> Decision:
         if self.policy is None:
-            return None
+            return NO_DECISION
         rank = dist.get_rank()
-        growth = self.policy.propose(trainer) if rank == 0 else None
-        flag = torch.tensor([0 if growth is None else 1], device=self.device)
+        decision = self.policy.decide(state) if rank == 0 else NO_DECISION
+        flag = torch.tensor([0 if decision.growth is None else 1], device=self.device)
         dist.broadcast(flag, src=0)
         if not flag.item():
-            return None
+            return decision
         payload: list = [None]
         if rank == 0:
+            growth = decision.growth
             payload = [
                 {
                     "spec": growth.net.spec.to_json(),
                     "state": {k: v.cpu() for k, v in growth.net.state_dict().items()},
                     "event": growth.event,
                     "param_map": growth.param_map,
-                    "scoring_flops": growth.scoring_flops,
-                    "fresh_optimizer": growth.fresh_optimizer,
-                    "lr_factor": growth.lr_factor,
                 }
             ]
         dist.broadcast_object_list(payload, src=0)
         if rank == 0:
-            return growth
+            return decision
         msg = payload[0]
         net = build(ArchitectureSpec.from_json(msg["spec"]))
         net.load_state_dict(msg["state"])
-        return Growth(
-            net.to(self.device),
-            msg["event"],
-            msg["param_map"],
-            scoring_flops=msg["scoring_flops"],
-            fresh_optimizer=msg["fresh_optimizer"],
-            lr_factor=msg["lr_factor"],
-        )
+        return Decision(Growth(Change(net.to(self.device), msg["param_map"]), msg["event"]))
 
 
 def max_rank_difference(net: torch.nn.Module, device: torch.device | None = None) -> float:

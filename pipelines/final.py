@@ -23,9 +23,7 @@ from growth_core.flops import parameter_count
 from . import trial as trials
 from .config import PipelineConfig
 from .distributed import RankZeroDecides, max_rank_difference
-from .tracking import RunLogger, history_stride, load_model_dir, save_model, tracking_uri
-
-CHECKPOINT_FILES = ("spec.json", "state_dict.pt", "optimizer.pt", "events.json", "history.json")
+from .tracking import RunLogger, history_stride, save_model, tracking_uri
 
 
 @dataclass(frozen=True)
@@ -152,8 +150,3 @@ def run_final(
         raise RuntimeError("final: the training job reported no checkpoint")
     local = Path(result.checkpoint.to_directory())
     return FinalResult(local, dict(result.metrics))
-
-
-def load_checkpoint(directory: str | Path):
-    """The network of a final-stage checkpoint."""
-    return load_model_dir(directory)

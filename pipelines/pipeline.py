@@ -131,7 +131,7 @@ def run_pipeline(
 def _final(cfg, settings, experiment_id, parent, workdir, console) -> dict[str, Any]:
     import json
 
-    from growth_core.growth.base import GrowthEvent
+    from growth_core.events import GrowthEvent
 
     from .final import run_final
     from .plots import growth_figure

@@ -11,7 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from growth_core.growth.base import GrowthEvent  # noqa: E402
+from growth_core.events import GrowthEvent  # noqa: E402
 
 
 def growth_figure(history: Sequence[dict[str, Any]], events: Sequence[GrowthEvent]) -> Figure:
@@ -65,7 +65,7 @@ def phase_figure(table, cascade_depth: int) -> Figure:
         sigma = [r["sigma_w2"] for r in gauss]
         for key, style, label in (
             ("decay_depth", "o-", "screen: decay depth"),
-            ("predicted_depth", "v-", "screen: reference readout"),
+            ("reference_depth", "v-", "screen: reference readout"),
             ("crossing_depth", "s--", "screen: crossing depth"),
         ):
             ax.plot(sigma, [r[key] for r in gauss], style, ms=4, label=label)

@@ -49,7 +49,7 @@ class ScreenStageResult:
             t.add_row(
                 init.label,
                 f"{row['decay_depth']:.1f}",
-                str(row["predicted_depth"]),
+                str(row["reference_depth"]),
                 f"{row['crossing_depth']:.1f}",
                 _mean_field_depth(init),
                 "yes" if init.label in kept else "",
@@ -82,7 +82,7 @@ def ranked(table: pa.Table) -> list[dict[str, Any]]:
     def key(r: dict[str, Any]) -> tuple[float, int, float]:
         init = _initializer(r)
         six_xi = _six_xi(init)
-        return r["score"], r["predicted_depth"], six_xi if six_xi is not None else 0.0
+        return r["score"], r["reference_depth"], six_xi if six_xi is not None else 0.0
 
     return sorted(rows, key=key, reverse=True)
 

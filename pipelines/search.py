@@ -24,7 +24,7 @@ from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search import ConcurrencyLimiter
 from ray.tune.search.optuna import OptunaSearch
 
-from growth_core.growth.base import GrowthEvent
+from growth_core.events import GrowthEvent
 from growth_core.init import Initializer
 
 from . import trial as trials

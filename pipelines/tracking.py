@@ -22,7 +22,7 @@ import torch
 from mlflow.entities import Metric, Param, RunStatus
 from mlflow.tracking import MlflowClient
 
-from growth_core.growth.base import GrowthEvent
+from growth_core.events import GrowthEvent
 from growth_core.nets import Net, build
 from growth_core.spec import ArchitectureSpec
 

@@ -15,9 +15,8 @@ import torch
 
 from growth_core import data as datasets
 from growth_core.data import Dataset
-from growth_core.growth import LayerInsertion, OnPlateau
-from growth_core.growth.base import GrowthPolicy
-from growth_core.growth.policy import Budget, DepthGrowth, DepthWidthPolicy, WidthGrowth
+from growth_core.events import GrowthPolicy
+from growth_core.growth import Budget, DepthGrowth, DepthWidthPolicy, OnPlateau, WidthGrowth
 from growth_core.init import Initializer
 from growth_core.nets import Net, build
 from growth_core.train import TrainConfig, Trainer, TrainResult
@@ -76,11 +75,11 @@ def base_settings(cfg: PipelineConfig) -> dict[str, Any]:
     }
 
 
-def build_policy(settings: dict[str, Any]) -> GrowthPolicy | None:
+def build_policy(settings: dict[str, Any]) -> DepthWidthPolicy | None:
     """The growth policy a run's settings describe (``None``: a fixed architecture).
 
-    Depth only: sensitivity-based layer insertion on loss plateaus. With a width strategy
-    (``tiny``, ``tiny_update``, ``gradmax``, ``random``): one policy that widens at expressivity
+    On loss plateaus: depth only is sensitivity-based layer insertion; with a width strategy
+    (``tiny``, ``tiny_update``, ``gradmax``, ``random``) the policy widens at expressivity
     bottlenecks first and inserts a layer when no bottleneck is worth fixing.
     """
     depth_on = settings["insertion"] != "none"
@@ -90,20 +89,16 @@ def build_policy(settings: dict[str, Any]) -> GrowthPolicy | None:
     trigger = OnPlateau(
         window=int(settings["plateau_window"]), threshold=float(settings["plateau_threshold"])
     )
-    if not width_on:
-        return LayerInsertion(
-            trigger=trigger,
-            max_depth=settings["max_depth"],
-            max_params=settings["max_params"],
-            seed=settings["seed"],
-        )
-    return DepthWidthPolicy(
-        trigger,
-        width=WidthGrowth(
+    width = None
+    if width_on:
+        width = WidthGrowth(
             strategy=settings["width_strategy"],
             ridge=float(settings["width_ridge"]),
             samples=settings["width_samples"],
-        ),
+        )
+    return DepthWidthPolicy(
+        trigger,
+        width=width,
         depth=DepthGrowth(max_depth=settings["max_depth"]) if depth_on else None,
         budget=Budget(max_params=settings["max_params"]),
         seed=settings["seed"],
@@ -135,14 +130,11 @@ def run(
     policy = build_policy(settings)
     if policy_wrapper is not None:
         policy = policy_wrapper(policy)
-    bs = settings["batch_size"]
-    steps_per_epoch = max(1, math.ceil(data.n_train / trainer_kwargs.get("shard", (0, 1))[1] / bs))
     config = TrainConfig(
-        steps=settings["epochs"] * steps_per_epoch,
+        epochs=settings["epochs"],
         lr=settings["lr"],
         optimizer=settings["optimizer"],
-        batch_size=bs,
-        log_every=1,
+        batch_size=settings["batch_size"],
         seed=settings["seed"],
     )
     trainer = Trainer(
@@ -156,10 +148,10 @@ def run(
         trainer.add_callback("on_growth", on_growth)
 
     def epoch_end(t: Trainer) -> None:
-        if t.step % steps_per_epoch == 0:
+        if t.step % t.steps_per_epoch == 0:
             t.evaluate()
             if on_epoch is not None:
-                on_epoch(t, t.step // steps_per_epoch)
+                on_epoch(t, t.step // t.steps_per_epoch)
 
     trainer.add_callback("on_step_end", epoch_end)
     return trainer.fit()

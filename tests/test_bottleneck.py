@@ -134,15 +134,17 @@ def test_first_order_loss_change_matches_the_statistics(spec):
 @pytest.mark.parametrize("spec", [MLP, RES], ids=["mlp", "residual"])
 def test_gradmax_and_random_neurons_preserve_the_function(spec, strategy):
     net, x, y = net_and_data(spec, dtype=torch.float32)
-    grown = bottleneck.grow_neurons(
+    grown = bottleneck.widen(
         net, [(x, y)], strategy(), selection=EVERY, max_neurons=2, min_relative_gain=0.0
     )
     assert grown.gamma == 1.0 and grown.line_search_flops == 0
-    assert sum(grown.spec.widths) == sum(spec.widths) + 2
-    assert (grown.net(x) - net(x)).abs().max() < 1e-6
-    new_params = dict(grown.net.named_parameters())
+    assert sum(grown.change.spec.widths) == sum(spec.widths) + 2
+    assert (grown.change.net(x) - net(x)).abs().max() < 1e-6
+    new_params = dict(grown.change.net.named_parameters())
     for name, old in net.named_parameters():  # old neurons first, new ones appended
-        assert torch.equal(new_params[grown.param_map[name]][tuple(map(slice, old.shape))], old)
+        assert torch.equal(
+            new_params[grown.change.param_map[name]][tuple(map(slice, old.shape))], old
+        )
     fan_in, fan_out = bottleneck.site_layers(spec, grown.site)
     added = new_params[f"{fan_in}.weight"][-2:]
     assert added.abs().sum() == 0 if strategy is bottleneck.GradMaxGrowth else added.any()
@@ -152,7 +154,7 @@ def test_gradmax_refuses_activations_whose_zero_fan_in_is_dead_or_not_silent():
     for activation in ("relu", "sigmoid"):
         net, x, y = net_and_data(ArchitectureSpec(6, 4, (5,), activation))
         with pytest.raises(SpecError, match="^activation"):
-            bottleneck.grow_neurons(
+            bottleneck.widen(
                 net, [(x, y)], bottleneck.GradMaxGrowth(), selection=EVERY, min_relative_gain=0
             )
 
@@ -254,17 +256,19 @@ def test_line_search_previews_without_committing_and_apply_matches_the_preview(s
 
 @pytest.mark.parametrize("strategy", STRATEGIES[:2])
 @pytest.mark.parametrize("spec", [MLP, RES], ids=["mlp", "residual"])
-def test_grow_neurons_widens_the_best_site_and_lowers_the_loss(spec, strategy):
+def test_widen_widens_the_best_site_and_lowers_the_loss(spec, strategy):
     net, x, y = net_and_data(spec)
-    grown = bottleneck.grow_neurons(net, [(x, y)], strategy(), selection=EVERY, max_neurons=3)
+    grown = bottleneck.widen(net, [(x, y)], strategy(), selection=EVERY, max_neurons=3)
     assert set(grown.scores) == set(bottleneck.sites(spec))
     assert grown.site == max(grown.scores, key=grown.scores.get)
-    assert grown.spec == bottleneck.widened_spec(spec, grown.site, grown.neurons)
+    assert grown.change.spec == bottleneck.widened_spec(spec, grown.site, grown.neurons)
     assert 1 <= grown.neurons <= 3 and len(grown.gains) == grown.neurons
     assert grown.loss_after < grown.loss
-    assert F.cross_entropy(grown.net(x), y).item() == pytest.approx(grown.loss_after)
+    assert F.cross_entropy(grown.change.net(x), y).item() == pytest.approx(grown.loss_after)
     assert grown.flops == grown.statistics_flops + grown.line_search_flops > 0
-    assert set(grown.details()) >= {"neurons", "gamma", "scores", "statistics_flops"}
+    details = grown.event(7, net).details
+    assert set(details) >= {"neurons", "gamma", "scores", "statistics_flops", "scoring_flops"}
+    assert grown.event(7, net).spec_after == grown.change.spec
 
 
 def test_optimizer_state_carries_over_to_the_widened_network():
@@ -272,11 +276,14 @@ def test_optimizer_state_carries_over_to_the_widened_network():
     opt = torch.optim.Adam(net.parameters())
     F.cross_entropy(net(x), y).backward()
     opt.step()
-    grown = bottleneck.grow_neurons(net, [(x, y)], bottleneck.RandomGrowth(), selection=EVERY)
-    new_opt = torch.optim.Adam(grown.net.parameters())
-    carry_optimizer_state(opt, net, new_opt, grown.net, grown.param_map)
+    grown = bottleneck.widen(net, [(x, y)], bottleneck.RandomGrowth(), selection=EVERY)
+    new_opt = torch.optim.Adam(grown.change.net.parameters())
+    carry_optimizer_state(opt, net, new_opt, grown.change.net, grown.change.param_map)
     name = f"{bottleneck.site_layers(MLP, grown.site)[0]}.weight"
-    old_p, new_p = dict(net.named_parameters())[name], dict(grown.net.named_parameters())[name]
+    old_p, new_p = (
+        dict(net.named_parameters())[name],
+        dict(grown.change.net.named_parameters())[name],
+    )
     state = new_opt.state[new_p]["exp_avg"]
     assert torch.equal(state[: len(old_p)], opt.state[old_p]["exp_avg"])
     assert not state[len(old_p) :].any()
@@ -287,10 +294,10 @@ def test_growth_stops_when_no_bottleneck_is_left():
     spec = ArchitectureSpec(3, 2, (3,), "identity")
     net, x, _ = net_and_data(spec)
     targets = torch.randn(64, 2, dtype=torch.float64)
-    grown = bottleneck.grow_neurons(
+    grown = bottleneck.widen(
         net, [(x, targets)], bottleneck.TinyGrowth(), selection=EVERY, loss_fn=half_squared_error
     )
-    assert grown is None
+    assert grown.change is None and grown.statistics_flops > 0
 
 
 def test_held_out_gain_adds_no_neuron_for_noise_but_keeps_real_bottlenecks():
@@ -310,7 +317,7 @@ def test_held_out_gain_adds_no_neuron_for_noise_but_keeps_real_bottlenecks():
         fitted[n] = bottleneck.bottlenecks(on_noise, fixed)[0]
         assert fitted[n].neurons >= 3
         assert bottleneck.bottlenecks(on_noise, held_out)[0].neurons == 0
-        assert bottleneck.grow_neurons(net, [(x, noise)], bottleneck.TinyGrowth()) is None
+        assert bottleneck.widen(net, [(x, noise)], bottleneck.TinyGrowth()).change is None
     assert fitted[2000].relative_gain < fitted[200].relative_gain / 5
 
     net, x, _ = net_and_data(spec, n=200)
@@ -336,10 +343,10 @@ def test_bad_input_errors_name_the_field():
         ),
         ("^widths", lambda: bottleneck.sites(ArchitectureSpec(6, 4, ()))),
         ("^site", lambda: bottleneck.site_layers(MLP, 5)),
-        ("^max_neurons", lambda: bottleneck.grow_neurons(net, [(x, y)], tiny, max_neurons=0)),
+        ("^max_neurons", lambda: bottleneck.widen(net, [(x, y)], tiny, max_neurons=0)),
         (
             "^min_relative_gain",
-            lambda: bottleneck.grow_neurons(net, [(x, y)], tiny, min_relative_gain=-1),
+            lambda: bottleneck.widen(net, [(x, y)], tiny, min_relative_gain=-1),
         ),
         ("^threshold", lambda: bottleneck.SingularValueThreshold(-1.0)),
         ("^z", lambda: bottleneck.HeldOutGain(z=-1.0)),

@@ -10,6 +10,7 @@ from growth_core.growth import (
     Budget,
     DepthGrowth,
     DepthWidthPolicy,
+    GradMaxGrowth,
     OnPlateau,
     PolicyError,
     WidthGrowth,
@@ -70,15 +71,17 @@ def test_held_out_selection_widens_and_deepens_on_its_own():
     assert kinds == {"neurons", "layer"}
 
 
-def test_depth_first_inserts_layers_until_the_depth_cap_then_widens():
-    policy = DepthWidthPolicy(
-        AtSteps((10, 20, 30)),
-        width=WidthGrowth(selection="singular_value", statistics_samples=400),
-        depth=DepthGrowth(max_depth=3),
-        order="depth_first",
+def test_a_strategy_object_grows_like_its_name():
+    """``WidthGrowth`` takes a strategy by name or as an object; settings write the name."""
+    by_name = WidthGrowth(strategy="gradmax", selection="singular_value", statistics_samples=400)
+    by_object = WidthGrowth(
+        strategy=GradMaxGrowth(), selection="singular_value", statistics_samples=400
     )
-    kinds = [e.kind for e in train(policy, steps=40).events]
-    assert kinds == ["layer", "neurons", "neurons"]
+    spec = ArchitectureSpec(6, 4, (2, 2), "tanh")
+    runs = [train(DepthWidthPolicy(AtSteps((20,)), width=w), steps=30, spec=spec) for w in
+            (by_name, by_object)]  # fmt: skip
+    assert [e.to_dict() for e in runs[0].events] == [e.to_dict() for e in runs[1].events]
+    assert runs[1].events and by_object.to_dict()["strategy"] == "gradmax"
 
 
 @pytest.mark.parametrize(
@@ -160,8 +163,7 @@ def test_settings_round_trip():
         width=WidthGrowth(
             strategy="gradmax", selection="singular_value", threshold=1e-2, samples="fixed"
         ),
-        depth=DepthGrowth(score="v1", max_depth=5, fresh_optimizer=True, lr_factor=0.5),
-        order="depth_first",
+        depth=DepthGrowth(score="v1", max_depth=5, score_batches=3),
         budget=Budget(max_params=10_000, max_flops=10**12),
         seed=3,
     )
@@ -190,7 +192,8 @@ def test_settings_round_trip():
         ({"depth": {"score": "v3"}}, "depth.score"),
         ({"depth": {"max_depth": 0}}, "depth.max_depth"),
         ({"budget": {"max_flops": -5}}, "budget.max_flops"),
-        ({"order": "random"}, "order"),
+        ({"depth": {"score_batches": 0}}, "depth.score_batches"),
+        ({"order": "depth_first"}, "order"),
         ({"trigger": {"kind": "sometimes"}}, "trigger"),
         ({"width": None, "depth": None}, "width"),
         ({"colour": "red"}, "colour"),

@@ -7,11 +7,11 @@ from torch.utils.flop_counter import FlopCounterMode
 from growth_core import train
 from growth_core.data import Dataset
 from growth_core.flops import train_step_flops
-from growth_core.growth import AtSteps, LayerInsertion, OnPlateau
+from growth_core.growth import AtSteps, Budget, DepthGrowth, DepthWidthPolicy, OnPlateau
 from growth_core.init import Initializer
 from growth_core.nets import build
 from growth_core.spec import ArchitectureSpec
-from growth_core.train import ConfigError, TrainConfig, Trainer, carry_optimizer_state
+from growth_core.train import TrainConfig, TrainConfigError, Trainer, carry_optimizer_state
 
 SPEC = ArchitectureSpec(4, 3, (8,), "relu")
 
@@ -71,12 +71,21 @@ def test_mini_batches_visit_every_sample_once_per_epoch():
     assert sorted(map(tuple, seen.tolist())) == sorted(map(tuple, data.x_train.tolist()))
 
 
-def test_learning_rate_schedules():
-    cosine = TrainConfig(steps=100, lr=1.0, schedule="cosine")
-    assert cosine.lr_at(0) == 1.0 and cosine.lr_at(50) == pytest.approx(0.5)
-    assert cosine.lr_at(100) == pytest.approx(0.0)
-    step = TrainConfig(steps=100, lr=1.0, schedule="step", step_size=10, gamma=0.5)
-    assert step.lr_at(25) == 0.25
+def insertion(trigger, **depth):
+    """SensLI alone: the depth-only growth policy."""
+    budget = Budget(max_params=depth.pop("max_params", None))
+    return DepthWidthPolicy(trigger, depth=DepthGrowth(**depth), budget=budget)
+
+
+def test_epochs_train_whole_passes_and_every_rank_the_same_steps():
+    data = toy_data(n=96)  # 3 batches of 32
+    result = Trainer(make_net(), data, TrainConfig(epochs=2, batch_size=32)).fit()
+    assert result.history[-1]["step"] == 6
+    data = toy_data(n=10)  # 3 shards of 4, 3, 3 samples
+    config = TrainConfig(epochs=1, batch_size=3)
+    steps = [Trainer(make_net(), data, config, shard=(r, 3)).total_steps for r in range(3)]
+    assert steps == [2, 2, 2]  # ceil(4 / 3): the largest shard sets the pace
+    assert Trainer(make_net(), data, TrainConfig(epochs=4)).total_steps == 4  # full batch
 
 
 @pytest.mark.parametrize(
@@ -86,18 +95,20 @@ def test_learning_rate_schedules():
         ({"lr": math.inf}, "lr"),
         ({"optimizer": "lbfgs"}, "optimizer"),
         ({"batch_size": 0}, "batch_size"),
-        ({"schedule": "linear"}, "schedule"),
+        ({"epochs": 2}, "steps"),
+        ({"steps": None}, "steps"),
+        ({"steps": None, "epochs": -1}, "epochs"),
         ({"steps": -1}, "steps"),
     ],
 )
 def test_bad_config_names_the_field(kwargs, field):
-    with pytest.raises(ConfigError, match=f"^{field}:"):
+    with pytest.raises(TrainConfigError, match=f"^{field}:"):
         TrainConfig(**{"steps": 10, **kwargs})
 
 
 def test_insertion_at_a_fixed_step_is_recorded_and_preserves_the_function():
     data = toy_data()
-    policy = LayerInsertion(trigger=AtSteps((20,)))
+    policy = insertion(AtSteps((20,)))
     trainer = Trainer(make_net(), data, TrainConfig(steps=40, lr=0.3), policy=policy)
     seen = {}
 
@@ -123,16 +134,16 @@ def test_insertion_at_a_fixed_step_is_recorded_and_preserves_the_function():
 
 
 def test_budget_stops_insertion():
-    policy = LayerInsertion(trigger=AtSteps((5, 10, 15)), max_depth=2)
+    policy = insertion(AtSteps((5, 10, 15)), max_depth=2)
     result = Trainer(make_net(), toy_data(), TrainConfig(steps=20), policy=policy).fit()
     assert [e.step for e in result.events] == [5]
-    policy = LayerInsertion(trigger=AtSteps((5,)), max_params=50)
+    policy = insertion(AtSteps((5,)), max_params=50)
     assert not Trainer(make_net(), toy_data(), TrainConfig(steps=8), policy=policy).fit().events
 
 
 def test_adam_state_follows_surviving_weights_and_new_layer_starts_empty():
     data = toy_data()
-    policy = LayerInsertion(trigger=AtSteps((10,)))
+    policy = insertion(AtSteps((10,)))
     config = TrainConfig(steps=10, lr=1e-2, optimizer="adam")
     trainer = Trainer(make_net(SPEC), data, config, policy=policy)
     old_opt_state = {}
@@ -153,15 +164,6 @@ def test_adam_state_follows_surviving_weights_and_new_layer_starts_empty():
     )
     assert torch.equal(state[params["out.weight"]]["exp_avg"], old_opt_state["out.weight"])
     assert params["hidden.1.weight"] not in state  # the inserted layer
-
-
-def test_fresh_optimizer_restarts_schedule_at_scaled_rate():
-    policy = LayerInsertion(trigger=AtSteps((10,)), fresh_optimizer=True, lr_factor=0.5)
-    config = TrainConfig(steps=12, lr=0.4, schedule="step", step_size=5, gamma=0.5)
-    trainer = Trainer(make_net(), toy_data(), config, policy=policy)
-    trainer.fit()
-    # 2 steps after the restart: the schedule is at its start again, at 0.4 * 0.5
-    assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(0.2)
 
 
 def test_carry_optimizer_state_pads_grown_parameters():
@@ -194,6 +196,9 @@ def test_plateau_trigger_fires_when_the_loss_stalls():
 
 
 def test_policy_settings_round_trip():
-    policy = LayerInsertion(trigger=OnPlateau(window=20, threshold=0.03), score="v1", max_depth=4)
-    again = LayerInsertion.from_dict(policy.to_dict())
+    policy = insertion(OnPlateau(window=20, threshold=0.03), score="v1", max_depth=4)
+    again = DepthWidthPolicy.from_dict(policy.to_dict())
     assert again.to_dict() == policy.to_dict()
+    assert again.to_dict()["depth"] == {
+        "score": "v1", "selection": "max", "max_depth": 4, "score_batches": None
+    }  # fmt: skip

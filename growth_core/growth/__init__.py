@@ -1,11 +1,10 @@
 """When, where and how networks grow."""
 
-from .base import Growth, GrowthEvent, GrowthPolicy
+from ..events import Change, Decision, Growth, GrowthEvent, GrowthPolicy, TrainingState
 from .bottleneck import (
     BottleneckStatistics,
     GradMaxGrowth,
     HeldOutGain,
-    NeuronAddition,
     NeuronProposal,
     NeuronSelection,
     NeuronStrategy,
@@ -14,46 +13,48 @@ from .bottleneck import (
     SiteBottleneck,
     TinyGrowth,
     TinyWithUpdateGrowth,
+    WidthDecision,
     bottleneck_statistics,
     bottlenecks,
-    grow_neurons,
+    widen,
 )
-from .layer_policy import LayerInsertion
-from .policy import Budget, DepthGrowth, DepthWidthPolicy, PolicyError, WidthGrowth
-from .sensitivity import Insertion, Sensitivities, insert, positions, sensitivities
+from .policy import DepthWidthPolicy
+from .sensitivity import Sensitivities, insert, positions, sensitivities
+from .settings import Budget, DepthGrowth, PolicyError, WidthGrowth
 from .triggers import AtSteps, OnPlateau, Trigger
 
 __all__ = [
     "AtSteps",
     "BottleneckStatistics",
     "Budget",
+    "Change",
+    "Decision",
     "DepthGrowth",
     "DepthWidthPolicy",
     "GradMaxGrowth",
+    "Growth",
+    "GrowthEvent",
+    "GrowthPolicy",
     "HeldOutGain",
-    "NeuronAddition",
     "NeuronProposal",
     "NeuronSelection",
     "NeuronStrategy",
+    "OnPlateau",
+    "PolicyError",
     "RandomGrowth",
+    "Sensitivities",
     "SingularValueThreshold",
     "SiteBottleneck",
     "TinyGrowth",
     "TinyWithUpdateGrowth",
+    "TrainingState",
+    "Trigger",
+    "WidthDecision",
     "WidthGrowth",
     "bottleneck_statistics",
     "bottlenecks",
-    "grow_neurons",
-    "Growth",
-    "GrowthEvent",
-    "GrowthPolicy",
-    "Insertion",
-    "LayerInsertion",
-    "OnPlateau",
-    "PolicyError",
-    "Sensitivities",
-    "Trigger",
     "insert",
     "positions",
     "sensitivities",
+    "widen",
 ]

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.func import functional_call
 
+from ..events import Change
 from ..flops import forward_flops
 from ..nets import Net, activation_fn, build
 from ..spec import ArchitectureSpec
@@ -48,15 +49,6 @@ class LineSearch:
     losses: dict[float, float]
     """Mean per-sample loss at every amplitude tried (0 included)."""
     flops: int
-
-
-@dataclass(frozen=True)
-class Widening:
-    """A grown network: spec, module, and new parameter name -> old one."""
-
-    spec: ArchitectureSpec
-    net: Net
-    param_map: dict[str, str]
 
 
 def widened_spec(spec: ArchitectureSpec, site: int, neurons: int) -> ArchitectureSpec:
@@ -176,11 +168,11 @@ class NeuronProposal:
         """The amplitude with the lowest loss, the smallest on ties."""
         return min(losses, key=lambda g: (losses[g], g))
 
-    def apply(self, gamma: float) -> Widening:
+    def apply(self, gamma: float) -> Change:
         """The grown network at amplitude ``gamma``: a new module; ``net`` is left as it was."""
         params = self.parameters(gamma)
         net = build(self.spec).to(device=self._device, dtype=self._dtype)
         with torch.no_grad():
             for name, p in net.named_parameters():
                 p.copy_(params[name])
-        return Widening(self.spec, net, {name: name for name in params})
+        return Change(net, {name: name for name in params})

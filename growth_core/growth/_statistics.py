@@ -43,22 +43,20 @@ product and does not count it. Not in TINY or GroMo (both recompute it): ours, a
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..events import LossFn
 from ..flops import linear_shapes, pass_flops
 from ..nets import Net
 from ..spec import ArchitectureSpec
 
 LOSS_REDUCTIONS = ("mean", "sum")
 """How the user's ``loss_fn`` reduces over the batch; the statistics undo it either way."""
-
-LossFn = Callable[[Tensor, Tensor], Tensor]
-"""``loss_fn(logits, targets)``, reduced over the batch as ``reduction`` says."""
 
 MOMENTS = (
     "tensor_s",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, replace
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -34,6 +35,11 @@ class SiteView:
 
 class NeuronStrategy(ABC):
     """Gives ``k`` new neurons of a site their fan-in and fan-out weights."""
+
+    name: ClassVar[str]
+    """The name settings use for the strategy."""
+    preserves_function: ClassVar[bool] = False
+    """Whether the new neurons leave the function unchanged (then no line search runs)."""
 
     @abstractmethod
     def new_neurons(self, site: SiteView, k: int) -> NewNeurons:
@@ -63,12 +69,16 @@ class TinyGrowth(NeuronStrategy):
     which is used for this projection only and not applied (training does that part).
     """
 
+    name = "tiny"
+
     def new_neurons(self, site: SiteView, k: int) -> NewNeurons:
         return _tiny_solution(site.moments, k)[1]
 
 
 class TinyWithUpdateGrowth(NeuronStrategy):
     """TINY's neurons and the update ``dW*`` of the existing fan-out layer, applied together."""
+
+    name = "tiny_update"
 
     def new_neurons(self, site: SiteView, k: int) -> NewNeurons:
         delta, neurons = _tiny_solution(site.moments, k)
@@ -86,6 +96,9 @@ class GradMaxGrowth(NeuronStrategy):
     zero fan-in learns only if autograd's ``act'(0)`` is non-zero, so ReLU (PyTorch's
     ``relu'(0) = 0``) and sigmoid (``act(0) != 0``) are refused.
     """
+
+    name = "gradmax"
+    preserves_function = True
 
     def new_neurons(self, site: SiteView, k: int) -> NewNeurons:
         _require_gradmax_activation(site.activation)
@@ -114,6 +127,9 @@ class RandomGrowth(NeuronStrategy):
     """Random neurons: Kaiming fan-in ``N(0, gain^2 / fan_in)`` with the activation's gain, zero
     bias, zero fan-out; the function is preserved. ``seed`` fixes the draws of successive calls."""
 
+    name = "random"
+    preserves_function = True
+
     def __init__(self, *, seed: int = 0) -> None:
         self.generator = torch.Generator().manual_seed(seed)
 
@@ -123,6 +139,12 @@ class RandomGrowth(NeuronStrategy):
         weights = torch.randn(k, d_in, generator=self.generator, dtype=torch.float64) * std
         fan_in = torch.cat([weights, weights.new_zeros(k, 1)], dim=1)
         return NewNeurons(fan_in, fan_in.new_zeros(site.fan_out.out_features, k))
+
+
+#: Every strategy by its settings name.
+STRATEGIES: dict[str, type[NeuronStrategy]] = {
+    cls.name: cls for cls in (TinyGrowth, TinyWithUpdateGrowth, GradMaxGrowth, RandomGrowth)
+}
 
 
 def _kaiming_gain(activation: str) -> float:

@@ -19,26 +19,30 @@ One growth step, every part of it a public name:
    ``sqrt(gamma) omega``, so the function changes linearly in ``gamma`` to first order), a line
    search on the loss picks ``gamma``, and ``apply`` builds the grown network.
 
-:func:`grow_neurons` does the four in one call and returns ``None`` when the best site's
-relative gain is below ``min_relative_gain``: growth stops by itself once no bottleneck is worth
-a neuron. The new neurons are appended after the old ones in both layers, so the trainer's
-optimizer-state carry (leading slice) applies unchanged; ``param_map`` maps every name to itself.
+:func:`widen` makes the four into one decision, the only one in the library (the growth policy
+calls it with its budget's caps): it declines when the best site's relative gain is below
+``min_relative_gain``, so growth stops by itself once no bottleneck is worth a neuron. The new
+neurons are appended after the old ones in both layers, so the trainer's optimizer-state carry
+(leading slice) applies unchanged; ``param_map`` maps every name to itself.
 
->>> grown = grow_neurons(net, batches, TinyGrowth())
->>> if grown is not None:
-...     net = grown.net  # grown.param_map carries the optimizer state
+>>> decision = widen(net, batches, TinyGrowth())
+>>> if decision.change is not None:
+...     net = decision.change.net  # decision.change.param_map carries the optimizer state
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch.nn.functional as F
 from torch import Tensor
 
+from .._checks import require_int, require_number
+from ..events import Change, GrowthEvent
+from ..flops import forward_flops, parameter_count
 from ..nets import Net
 from ..spec import ArchitectureSpec
 from ._proposal import (
@@ -47,7 +51,6 @@ from ._proposal import (
     LineSearch,
     NeuronProposal,
     NewNeurons,
-    Widening,
     widened_spec,
 )
 from ._selection import (
@@ -80,6 +83,12 @@ from ._tiny import ACTIVATION_SLOPE_AT_ZERO, optimal_update
 
 #: Grow only while the best site's first-order gain is at least this fraction of the loss. Ours.
 MIN_RELATIVE_GAIN = 1e-3
+#: The most loss evaluations a line search makes: the grid, 0, and the doublings.
+LINE_SEARCH_EVALUATIONS = (
+    len(LINE_SEARCH_GAMMAS)
+    + 1
+    + math.ceil(math.log2(LINE_SEARCH_MAX_GAMMA / max(LINE_SEARCH_GAMMAS)))
+)
 
 
 # -- where and how many ----------------------------------------------------------------------------
@@ -103,9 +112,7 @@ class SiteBottleneck:
     @property
     def relative_gain(self) -> float:
         """The site's score: first-order gain of the new neurons over the mean loss."""
-        if self.loss > 0:
-            return self.gain / self.loss
-        return math.inf if self.gain > 0 else 0.0
+        return _relative_gain(self.gain, self.loss)
 
 
 def bottlenecks(
@@ -115,7 +122,7 @@ def bottlenecks(
     max_neurons: int | None = None,
 ) -> dict[int, SiteBottleneck]:
     """Solve TINY at every collected site; ``selection`` defaults to :class:`HeldOutGain`."""
-    _check_max_neurons(max_neurons)
+    require_int("max_neurons", max_neurons, 1, optional=True)
     selection = HeldOutGain() if selection is None else selection
     activation = stats.spec.activation
     result = {}
@@ -126,26 +133,21 @@ def bottlenecks(
     return result
 
 
-def _check_max_neurons(max_neurons: int | None) -> None:
-    if max_neurons is not None and (
-        isinstance(max_neurons, bool) or not isinstance(max_neurons, int) or max_neurons < 1
-    ):
-        raise ValueError(f"max_neurons: expected a positive integer or None, got {max_neurons!r}")
-
-
-# -- one call --------------------------------------------------------------------------------------
+# -- one decision ----------------------------------------------------------------------------------
 @dataclass(frozen=True)
-class NeuronAddition:
-    """The result of :func:`grow_neurons`."""
+class WidthDecision:
+    """What :func:`widen` decided: the change (``None`` when it declined), every site's score
+    and what the decision cost."""
 
-    spec: ArchitectureSpec
-    net: Net
-    param_map: dict[str, str]
-    site: int
+    change: Change | None
+    site: int | None
+    """The best-scoring site (``None`` when no site was open)."""
     neurons: int
     gamma: float
     scores: dict[int, float]
-    """Relative first-order gain of every site scored."""
+    """Relative first-order gain of every site scored, with its neurons capped."""
+    counts: dict[int, int]
+    """Per site, the neurons it could take under the caps and ``fits``."""
     gains: list[float]
     """Each new neuron's first-order gain, as the selection rule estimates it."""
     update_decrease: float
@@ -162,22 +164,53 @@ class NeuronAddition:
         (pseudo-inverse, eigh, SVD; sizes ``d2 x o``, independent of ``n``) is not counted."""
         return self.statistics_flops + self.line_search_flops
 
-    def details(self) -> dict[str, Any]:
-        """JSON-ready figures for a :class:`~growth_core.growth.base.GrowthEvent`."""
-        return {
-            "neurons": self.neurons,
-            "gamma": self.gamma,
-            "scores": {str(s): v for s, v in self.scores.items()},
-            "gains": self.gains,
-            "update_decrease": self.update_decrease,
-            "loss": self.loss,
-            "loss_after": self.loss_after,
-            "statistics_flops": self.statistics_flops,
-            "line_search_flops": self.line_search_flops,
-        }
+    def event(self, step: int, net: Net, **details: Any) -> GrowthEvent:
+        """The record of this widening of ``net`` at ``step``, with the caller's ``details``."""
+        if self.change is None or self.site is None:
+            raise ValueError("change: the decision declined; there is no event to record")
+        return GrowthEvent(
+            step=step,
+            kind="neurons",
+            position=self.site,
+            score=self.scores[self.site],
+            spec_before=net.spec,
+            spec_after=self.change.spec,
+            params_before=parameter_count(net.spec),
+            params_after=parameter_count(self.change.spec),
+            details={
+                **details,
+                "neurons": self.neurons,
+                "gamma": self.gamma,
+                "scores": {str(s): v for s, v in self.scores.items()},
+                "gains": self.gains,
+                "caps": {str(s): c for s, c in self.counts.items()},
+                "update_decrease": self.update_decrease,
+                "loss": self.loss,
+                "loss_after": self.loss_after,
+                "statistics_flops": self.statistics_flops,
+                "line_search_flops": self.line_search_flops,
+                "scoring_flops": self.flops,
+            },
+        )
 
 
-def grow_neurons(
+def _declined(loss: float = math.nan, **fields: Any) -> WidthDecision:
+    base = {
+        "change": None, "site": None, "neurons": 0, "gamma": 0.0, "scores": {}, "counts": {},
+        "gains": [], "update_decrease": 0.0, "loss": loss, "loss_after": loss,
+        "statistics_flops": 0, "line_search_flops": 0,
+    }  # fmt: skip
+    return WidthDecision(**{**base, **fields})
+
+
+def _relative_gain(gain: float, loss: float) -> float:
+    """First-order gain over the mean loss; at zero loss any gain is infinitely worth it."""
+    if loss > 0:
+        return gain / loss
+    return math.inf if gain > 0 else 0.0
+
+
+def widen(
     net: Net,
     batches: Iterable[tuple[Tensor, Tensor]],
     strategy: NeuronStrategy,
@@ -185,57 +218,93 @@ def grow_neurons(
     selection: NeuronSelection | None = None,
     max_neurons: int | None = None,
     min_relative_gain: float = MIN_RELATIVE_GAIN,
-    sites: Sequence[int] | None = None,
+    caps: dict[int, int] | None = None,
+    fits: Callable[[ArchitectureSpec, int], bool] | None = None,
     line_search_batches: Iterable[tuple[Tensor, Tensor]] | None = None,
     gammas: Sequence[float] = LINE_SEARCH_GAMMAS,
     max_gamma: float = LINE_SEARCH_MAX_GAMMA,
     loss_fn: LossFn = F.cross_entropy,
     reduction: str = "mean",
     ridge: float = 0.0,
-) -> NeuronAddition | None:
-    """Widen the site with the largest relative first-order gain, or return ``None``.
+    input_covariance: InputCovariance | None = None,
+    covariance_flops: int = 0,
+) -> WidthDecision:
+    """One width decision: widen the site with the largest relative first-order gain, or decline.
 
-    ``None`` when no site's gain reaches ``min_relative_gain`` times the loss (growth has
-    stopped), or when the line search finds no amplitude that lowers the loss. Strategies that
-    preserve the function (GradMax, random) skip the search and use amplitude 1.
-    ``line_search_batches`` defaults to ``batches``; ``loss_fn`` reduces as ``reduction`` says;
-    ``ridge`` shrinks ``S2`` when the neurons are fitted (:meth:`Moments.fitting_s2`).
+    Statistics over ``batches`` at every site (``caps``: only the sites it gives room for, at
+    most that many neurons each), :func:`bottlenecks` with ``selection``, then each site's
+    neurons are cut back until ``fits(grown_spec, cost)`` holds, ``cost`` being the statistics
+    plus the most a line search may spend. It declines (``change`` is ``None``) when no site's
+    gain reaches ``min_relative_gain`` times the loss (growth has stopped), or when the line
+    search finds no amplitude that lowers the loss. Strategies that preserve the function
+    (GradMax, random) skip the search and use amplitude 1. ``line_search_batches`` defaults to
+    ``batches``; ``loss_fn`` reduces as ``reduction`` says; ``ridge`` shrinks ``S2`` when the
+    neurons are fitted (:meth:`Moments.fitting_s2`); ``input_covariance`` is the first site's
+    ``S2`` computed once, at a cost of ``covariance_flops`` not yet counted by anyone.
     """
-    if not (math.isfinite(min_relative_gain) and min_relative_gain >= 0):
-        raise ValueError(f"min_relative_gain: expected a number >= 0, got {min_relative_gain!r}")
+    require_number("min_relative_gain", min_relative_gain, 0.0)
+    require_int("max_neurons", max_neurons, 1, optional=True)
+    open_sites = None if caps is None else [s for s, c in caps.items() if c >= 1]
+    if open_sites == []:
+        return _declined()
     batches = list(batches)
     stats = bottleneck_statistics(
-        net, batches, sites=sites, loss_fn=loss_fn, reduction=reduction, ridge=ridge
+        net,
+        batches,
+        sites=open_sites,
+        loss_fn=loss_fn,
+        reduction=reduction,
+        ridge=ridge,
+        input_covariance=input_covariance,
     )
+    stats.flops += covariance_flops
     plan = bottlenecks(stats, selection, max_neurons=max_neurons)
-    best = max(plan.values(), key=lambda b: b.relative_gain)
-    if best.neurons == 0 or best.relative_gain < min_relative_gain:
-        return None
-    proposal = strategy.propose(stats, best.site, best.neurons)
+    searched = [] if strategy.preserves_function else batches
+    if searched and line_search_batches is not None:
+        searched = list(line_search_batches)
+    n_search = sum(len(x) for x, _ in searched)
+    counts = {}
+    for s, p in plan.items():
+        k = p.neurons if caps is None else min(p.neurons, caps[s])
+        while (
+            k > 0
+            and fits is not None
+            and not fits(
+                grown := widened_spec(net.spec, s, k),
+                stats.flops + LINE_SEARCH_EVALUATIONS * forward_flops(grown, n_search),
+            )
+        ):
+            k -= 1
+        counts[s] = k
+    scores = {
+        s: _relative_gain(float(p.gains[: counts[s]].sum()), stats.loss) for s, p in plan.items()
+    }
+    site = max(scores, key=scores.get)
+    k, best = counts[site], plan[site]
+    scored = {
+        "site": site, "scores": scores, "counts": counts, "gains": best.gains[:k].tolist(),
+        "update_decrease": best.update_decrease, "statistics_flops": stats.flops,
+    }  # fmt: skip
+    if k == 0 or scores[site] < min_relative_gain:
+        return _declined(stats.loss, **scored)
+    proposal = strategy.propose(stats, site, k)
     gamma, loss_after, search_flops = 1.0, stats.loss, 0
     if not proposal.preserves_function:
-        ls_batches = batches if line_search_batches is None else list(line_search_batches)
         search = proposal.line_search(
-            ls_batches, gammas=gammas, max_gamma=max_gamma, loss_fn=loss_fn, reduction=reduction
+            searched, gammas=gammas, max_gamma=max_gamma, loss_fn=loss_fn, reduction=reduction
         )
+        search_flops = search.flops
         if search.gamma == 0:
-            return None
-        gamma, loss_after, search_flops = search.gamma, search.losses[search.gamma], search.flops
-    grown = proposal.apply(gamma)
-    return NeuronAddition(
-        spec=grown.spec,
-        net=grown.net,
-        param_map=grown.param_map,
-        site=best.site,
-        neurons=best.neurons,
+            return _declined(stats.loss, line_search_flops=search_flops, **scored)
+        gamma, loss_after = search.gamma, search.losses[search.gamma]
+    return WidthDecision(
+        change=proposal.apply(gamma),
+        neurons=k,
         gamma=gamma,
-        scores={s: b.relative_gain for s, b in plan.items()},
-        gains=best.gains.tolist(),
-        update_decrease=best.update_decrease,
         loss=stats.loss,
         loss_after=loss_after,
-        statistics_flops=stats.flops,
         line_search_flops=search_flops,
+        **scored,
     )
 
 
@@ -243,6 +312,7 @@ __all__ = [
     "ACTIVATION_SLOPE_AT_ZERO",
     "GROMO_SINGULAR_VALUE_THRESHOLD",
     "HELD_OUT_Z",
+    "LINE_SEARCH_EVALUATIONS",
     "LINE_SEARCH_GAMMAS",
     "LINE_SEARCH_MAX_GAMMA",
     "LOSS_REDUCTIONS",
@@ -254,7 +324,6 @@ __all__ = [
     "InputCovariance",
     "LineSearch",
     "Moments",
-    "NeuronAddition",
     "NeuronProposal",
     "NeuronSelection",
     "NeuronStrategy",
@@ -265,11 +334,11 @@ __all__ = [
     "SiteView",
     "TinyGrowth",
     "TinyWithUpdateGrowth",
-    "Widening",
+    "WidthDecision",
     "bottleneck_statistics",
     "bottlenecks",
-    "grow_neurons",
     "site_layers",
     "sites",
+    "widen",
     "widened_spec",
 ]

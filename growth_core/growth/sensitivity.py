@@ -30,31 +30,21 @@ computes the same function as before the insertion.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..events import Change, GrowthEvent, LossFn
 from ..flops import linear_shapes, parameter_count, pass_flops
 from ..nets import Net, build
 from ..spec import ArchitectureSpec
-from .base import GrowthEvent
 
 SCORES = ("v1", "v2")
 SELECTIONS = ("max", "min", "random")
 """``"max"`` is the method; ``"min"`` and ``"random"`` are the paper's controls."""
-
-
-@dataclass(frozen=True)
-class Insertion:
-    """The result of one insertion: the grown spec and network, and where weights came from."""
-
-    spec: ArchitectureSpec
-    net: Net
-    param_map: dict[str, str]
-    """New parameter name -> old parameter name it continues; new parameters are absent."""
 
 
 @dataclass(frozen=True)
@@ -99,11 +89,9 @@ def inserted_spec(spec: ArchitectureSpec, position: int) -> ArchitectureSpec:
 
 
 # -- building networks with identity layers -----------------------------------------------------
-def _grown_network(
-    net: Net, new_spec: ArchitectureSpec, old_of_new: dict[int, int]
-) -> tuple[Net, dict[str, str], list[int]]:
+def _grown_network(net: Net, new_spec: ArchitectureSpec, old_of_new: dict[int, int]) -> Change:
     """Build ``new_spec``, copy every old layer ``old_of_new[k] -> k`` (and the fixed ends), set
-    the remaining layers to identities. Returns the net, the parameter map and the new indices."""
+    the remaining layers to identities."""
     ref = next(net.parameters())
     new_net = build(new_spec).to(device=ref.device, dtype=ref.dtype)
     prefix = "blocks" if new_spec.residual else "hidden"
@@ -117,14 +105,14 @@ def _grown_network(
         if int(idx) in old_of_new:
             param_map[name] = f"{prefix}.{old_of_new[int(idx)]}.{tail}"
     old_params = dict(net.named_parameters())
-    new_indices = [k for k in range(new_spec.depth) if k not in old_of_new]
     with torch.no_grad():
         for name, p in new_net.named_parameters():
             if name in param_map:
                 p.copy_(old_params[param_map[name]])
-        for k in new_indices:
-            _make_identity(new_net, k)
-    return new_net, param_map, new_indices
+        for k in range(new_spec.depth):
+            if k not in old_of_new:
+                _make_identity(new_net, k)
+    return Change(new_net, param_map)
 
 
 def _make_identity(net: Net, index: int) -> None:
@@ -144,7 +132,7 @@ def _virtual_weight(net: Net, index: int) -> nn.Parameter:
     return net.blocks[index].fc2.weight if net.spec.residual else net.hidden[index].weight
 
 
-def insert(net: Net, position: int) -> Insertion:
+def insert(net: Net, position: int) -> Change:
     """Grow ``net`` by one identity layer at ``position``: the atomic growth step.
 
     The new layer keeps its identity / zero values and is trainable; the result computes the
@@ -153,8 +141,7 @@ def insert(net: Net, position: int) -> Insertion:
     spec = inserted_spec(net.spec, position)
     new = position if net.spec.residual else position + 1
     old_of_new = {k: k - (k > new) for k in range(spec.depth) if k != new}
-    new_net, param_map, _ = _grown_network(net, spec, old_of_new)
-    return Insertion(spec, new_net, param_map)
+    return _grown_network(net, spec, old_of_new)
 
 
 def extended_network(net: Net) -> tuple[Net, dict[int, int]]:
@@ -175,8 +162,7 @@ def extended_network(net: Net) -> tuple[Net, dict[int, int]]:
         ext_spec = spec.with_widths([w for w in spec.widths for _ in range(2)])
         old_of_new = {2 * i: i for i in range(spec.depth)}
         virtual = {p: 2 * p + 1 for p in cands}
-    ext_net, _, _ = _grown_network(net, ext_spec, old_of_new)
-    return ext_net, virtual
+    return _grown_network(net, ext_spec, old_of_new).net, virtual
 
 
 # -- scores -------------------------------------------------------------------------------------
@@ -185,7 +171,7 @@ def sensitivities(
     batches: Iterable[tuple[Tensor, Tensor]],
     *,
     score: str = "v2",
-    loss_fn: Callable[[Tensor, Tensor], Tensor] = F.cross_entropy,
+    loss_fn: LossFn = F.cross_entropy,
 ) -> Sensitivities:
     """Score every candidate position from one backward pass over ``batches``; no update."""
     if score not in SCORES:
@@ -218,7 +204,7 @@ def sensitivities(
 
 
 def insertion_event(
-    step: int, net: Net, grown: Insertion, sens: Sensitivities, position: int, **details
+    step: int, net: Net, grown: Change, sens: Sensitivities, position: int, **details
 ) -> GrowthEvent:
     """The record of inserting at ``position``: every candidate's score and the scoring FLOPs,
     plus the caller's ``details``."""
@@ -246,7 +232,6 @@ def _trained_flags(net: Net, trained_ids: set[int]) -> list[bool]:
 __all__ = [
     "SCORES",
     "SELECTIONS",
-    "Insertion",
     "Sensitivities",
     "extended_network",
     "insert",

@@ -5,18 +5,17 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from ..train import Trainer
+from ..events import TrainingState
 
 
 class Trigger(ABC):
     """Says whether now is a time to grow."""
 
     @abstractmethod
-    def fires(self, trainer: Trainer, last_growth_step: int) -> bool:
-        """True when the network should grow after the trainer's current step."""
+    def fires(self, state: TrainingState, last_growth_step: int) -> bool:
+        """True when the network should grow after the current step."""
 
     @abstractmethod
     def to_dict(self) -> dict[str, Any]: ...
@@ -33,8 +32,8 @@ class AtSteps(Trigger):
         if any(s <= 0 for s in self.steps):
             raise ValueError(f"steps: expected positive step numbers, got {self.steps}")
 
-    def fires(self, trainer: Trainer, last_growth_step: int) -> bool:
-        return trainer.step in self.steps
+    def fires(self, state: TrainingState, last_growth_step: int) -> bool:
+        return state.step in self.steps
 
     def to_dict(self) -> dict[str, Any]:
         return {"kind": "at_steps", "steps": list(self.steps)}
@@ -59,12 +58,12 @@ class OnPlateau(Trigger):
         if not math.isfinite(self.threshold):
             raise ValueError(f"threshold: expected a finite number, got {self.threshold}")
 
-    def fires(self, trainer: Trainer, last_growth_step: int) -> bool:
+    def fires(self, state: TrainingState, last_growth_step: int) -> bool:
         w = self.window
-        step = trainer.step
+        step = state.step
         if step % w or step - last_growth_step < 2 * w:
             return False
-        losses = [row["loss"] for row in trainer.history[-2 * w :] if "loss" in row]
+        losses = [row["loss"] for row in state.history[-2 * w :] if "loss" in row]
         if len(losses) < 2 * w:
             return False
         before, now = sum(losses[:w]) / w, sum(losses[w:]) / w

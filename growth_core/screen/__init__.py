@@ -44,7 +44,6 @@ from .proxies import (
     log_synflow,
     naswot,
     naswot_kernel,
-    parameter_count,
     proxy_batch,
     proxy_columns,
 )
@@ -72,7 +71,6 @@ __all__ = [
     "naswot",
     "naswot_kernel",
     "normalized_curve",
-    "parameter_count",
     "pixel_distribution",
     "proxy_batch",
     "proxy_columns",

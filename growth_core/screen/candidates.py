@@ -29,7 +29,7 @@ from ..init import Initializer
 from ..io import atomic_write
 from ..nets import Net, build
 from ..spec import ArchitectureSpec
-from .cascade import ScreenBudget, ScreenError, _require_int, screen
+from .cascade import ScreenBudget, ScreenError, check_int, screen
 
 #: The protocol's activation (Thurn et al. screen tanh networks).
 ACTIVATION = "tanh"
@@ -46,7 +46,7 @@ SCREEN_SCHEMA = pa.schema(
         ("seed", pa.int64()),
         ("kl", pa.list_(pa.float64())),
         ("curve", pa.list_(pa.float64())),
-        ("predicted_depth", pa.int64()),
+        ("reference_depth", pa.int64()),
         ("crossing_depth", pa.float64()),
         ("decay_depth", pa.float64()),
         ("score", pa.float64()),
@@ -77,12 +77,12 @@ class Candidate:
                 f"candidate.initializer: expected an Initializer, "
                 f"got {type(self.initializer).__name__}"
             )
-        _require_int("candidate.depth", self.depth, 2)
+        check_int("candidate.depth", self.depth, 2)
         if self.width is not None:
-            _require_int("candidate.width", self.width, 1)
+            check_int("candidate.width", self.width, 1)
         if not isinstance(self.residual, bool):
             raise ScreenError(f"candidate.residual: expected true or false, got {self.residual!r}")
-        _require_int("candidate.seed", self.seed, 0)
+        check_int("candidate.seed", self.seed, 0)
 
     def spec(self, input_dim: int, output_dim: int) -> ArchitectureSpec:
         """The architecture this candidate screens on data of ``input_dim`` features."""
@@ -124,7 +124,7 @@ def candidate_row(
         "seed": candidate.seed,
         "kl": list(result.kl),
         "curve": list(result.curve),
-        "predicted_depth": result.predicted_depth,
+        "reference_depth": result.reference_depth,
         "crossing_depth": result.crossing_depth,
         "decay_depth": result.decay_depth,
         "score": result.score,

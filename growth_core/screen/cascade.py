@@ -20,7 +20,7 @@ Example::
 
     spec = ArchitectureSpec(64, 10, (64,) * 30, activation="tanh")
     result = screen(spec, Initializer("gaussian", 1.0, 0.05), digits(), ScreenBudget(epochs=20))
-    result.decay_depth, result.predicted_depth, result.curve, result.flops
+    result.decay_depth, result.reference_depth, result.curve, result.flops
 """
 
 from __future__ import annotations
@@ -29,14 +29,16 @@ import math
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
+from .._checks import require_int
 from ..data import Dataset
 from ..flops import forward_flops
-from ..init import Initializer
+from ..init import Initializer, orthonormal
 from ..nets import Net, build
 from ..spec import ArchitectureSpec
 from .entropy import (
@@ -76,9 +78,9 @@ class ScreenBudget:
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "eval_images"):
-            _require_int(f"budget.{name}", getattr(self, name), 1)
+            check_int(f"budget.{name}", getattr(self, name), 1)
         if self.max_steps is not None:
-            _require_int("budget.max_steps", self.max_steps, 1)
+            check_int("budget.max_steps", self.max_steps, 1)
 
 
 @dataclass(frozen=True)
@@ -87,7 +89,7 @@ class ScreenResult:
 
     ``kl[i]`` is the median over evaluation images of the relative entropy of the reconstruction
     from hidden representation ``i`` (``forward_with_hidden`` order); ``curve[i]`` is the median of
-    each image's KL divided by its deepest value. ``predicted_depth`` is the reference's readout
+    each image's KL divided by its deepest value. ``reference_depth`` is the reference's readout
     (:func:`~.entropy.saturation_depth`), ``crossing_depth`` and ``decay_depth`` the
     noise-robust ones (:func:`~.entropy.crossing_depth`, :func:`~.entropy.decay_depth`);
     ``score`` is ``decay_depth`` as a fraction of the network's depth (higher is more trainable),
@@ -98,7 +100,7 @@ class ScreenResult:
 
     kl: tuple[float, ...]
     curve: tuple[float, ...]
-    predicted_depth: int
+    reference_depth: int
     crossing_depth: float
     decay_depth: float
     score: float
@@ -129,8 +131,8 @@ def screen(
 
     net = initializer.apply_on(build(spec), seed=seed, inputs=x_train)
     net = net.requires_grad_(False).eval()
-    decoders = _Decoders(spec, generator=_generator(seed, stream=1))
-    steps, samples = _train(net, decoders, x_train, budget, _generator(seed, stream=2))
+    decoders = _Decoders(spec, generator=stream_generator(seed, stream=1))
+    steps, samples = _train(net, decoders, x_train, budget, stream_generator(seed, stream=2))
     kl = _cascade_kl(net, decoders, x_eval)  # (images, depths)
 
     curve = normalized_curve(kl)
@@ -138,7 +140,7 @@ def screen(
     return ScreenResult(
         kl=tuple(median(kl).tolist()),
         curve=tuple(curve.tolist()),
-        predicted_depth=saturation_depth(curve),
+        reference_depth=saturation_depth(curve),
         crossing_depth=crossing_depth(curve),
         decay_depth=decay,
         score=decay / spec.depth,
@@ -160,13 +162,12 @@ def random_projection(data: Dataset, width: int, *, seed: int = 0) -> Dataset:
     """
     if not isinstance(data, Dataset):
         raise ScreenError(f"data: expected a Dataset, got {type(data).__name__}")
-    _require_int("width", width, 1)
-    _require_int("seed", seed, 0)
+    check_int("width", width, 1)
+    check_int("seed", seed, 0)
     if width > data.input_dim:
         raise ScreenError(f"width: {width} is wider than the data's {data.input_dim} features")
-    gaussian = torch.randn(data.input_dim, width, generator=_generator(seed, stream=3))
-    q, r = torch.linalg.qr(gaussian)  # (input_dim, width), orthonormal columns
-    frame = q * torch.sign(torch.diagonal(r)) * math.sqrt(data.input_dim / width)
+    columns = orthonormal(data.input_dim, width, stream_generator(seed, stream=3))
+    frame = columns * math.sqrt(data.input_dim / width)  # (input_dim, width)
     return Dataset(
         f"{data.name}-projected-{width}",
         data.x_train @ frame,
@@ -336,14 +337,11 @@ def _cascade_kl(net: Net, decoders: _Decoders, x: Tensor) -> Tensor:
 def _stream_shape(spec: ArchitectureSpec) -> tuple[tuple[int, int], int]:
     """``((representations, width), width * input_dim)``: the hidden stream the decoders read
     and the multiply-adds of the decoder back to the input."""
-    if spec.residual:
-        layers, width = spec.depth + 1, spec.width  # after the input layer, after every block
-    else:
-        layers, width = spec.depth, spec.widths[0]
-    return (layers, width), width * spec.input_dim
+    widths = spec.hidden_widths
+    return (len(widths), widths[0]), widths[0] * spec.input_dim
 
 
-def _generator(seed: int, *, stream: int) -> torch.Generator:
+def stream_generator(seed: int, *, stream: int) -> torch.Generator:
     """A generator for one use of ``seed`` (decoders, shuffling), independent of the stream
     ``Initializer.apply`` draws the network from with the same seed."""
     state = np.random.SeedSequence([seed, stream]).generate_state(1, dtype=np.uint64)[0]
@@ -364,7 +362,7 @@ def _check_inputs(
         raise ScreenError(f"initializer: expected an Initializer, got {type(initializer).__name__}")
     if not isinstance(budget, ScreenBudget):
         raise ScreenError(f"budget: expected a ScreenBudget, got {type(budget).__name__}")
-    _require_int("seed", seed, 0)
+    check_int("seed", seed, 0)
     if not spec.residual and len(set(spec.widths)) > 1:
         raise ScreenError(
             f"spec.widths: the screen stacks one decoder per layer and needs equal hidden widths, "
@@ -398,6 +396,5 @@ def _check_features(name: str, x: Tensor, input_dim: int) -> None:
         raise ScreenError(f"{name}: holds NaN or infinite values")
 
 
-def _require_int(name: str, value: object, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ScreenError(f"{name}: expected an int >= {minimum}, got {value!r}")
+#: A whole-number argument check that raises :class:`ScreenError`.
+check_int = partial(require_int, error=ScreenError)

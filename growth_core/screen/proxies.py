@@ -4,7 +4,7 @@ The baselines the cascade screen is held against, each a number read off the net
 initialization from at most one mini-batch, higher meaning "more trainable" as its authors use
 it:
 
-- :func:`parameter_count`: the number of parameters.
+- ``params``: the number of parameters (:func:`~growth_core.flops.parameter_count`).
 - :func:`gradient_norm`: the Euclidean norm of the gradient of the mean cross-entropy on one
   batch, over every parameter.
 - :func:`naswot`: Mellor, Turner, Storkey, Crowley 2021 ("Neural Architecture Search without
@@ -36,17 +36,13 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..data import Dataset
-from ..nets import MLP, Net, ResidualMLP, count_parameters
+from ..flops import parameter_count
+from ..nets import MLP, Net, ResidualMLP
 from .candidates import Candidate, ExtraColumn
-from .cascade import ScreenError, _generator, _require_int
+from .cascade import ScreenError, check_int, stream_generator
 
 #: Mellor et al. score each network on one mini-batch of 128 inputs.
 PROXY_BATCH = 128
-
-
-def parameter_count(net: Net) -> float:
-    """The number of trainable parameters."""
-    return float(count_parameters(net))
 
 
 def gradient_norm(net: Net, x: Tensor, y: Tensor) -> float:
@@ -145,8 +141,8 @@ def log_synflow(net: Net) -> float:
 
 def proxy_batch(data: Dataset, size: int, *, seed: int) -> tuple[Tensor, Tensor]:
     """``size`` training samples (all of them if fewer) drawn without replacement with ``seed``."""
-    _require_int("size", size, 1)
-    order = torch.randperm(data.n_train, generator=_generator(seed, stream=4))[:size]
+    check_int("size", size, 1)
+    order = torch.randperm(data.n_train, generator=stream_generator(seed, stream=4))[:size]
     return data.x_train[order], data.y_train[order]
 
 
@@ -156,7 +152,7 @@ def proxy_columns(*, batch_size: int = PROXY_BATCH) -> dict[str, ExtraColumn]:
     Each scores ``candidate.network(data)`` (the network the screen
     sees) on ``batch_size`` training samples drawn with the candidate's seed.
     """
-    _require_int("batch_size", batch_size, 1)
+    check_int("batch_size", batch_size, 1)
 
     def network(candidate: Candidate, data: Dataset) -> Net:
         if not isinstance(data, Dataset):
@@ -167,7 +163,7 @@ def proxy_columns(*, batch_size: int = PROXY_BATCH) -> dict[str, ExtraColumn]:
         return proxy_batch(data, batch_size, seed=candidate.seed)
 
     return {
-        "params": lambda c, d: parameter_count(network(c, d)),
+        "params": lambda c, d: float(parameter_count(network(c, d).spec)),
         "grad_norm": lambda c, d: gradient_norm(network(c, d), *batch(c, d)),
         "naswot": lambda c, d: naswot(network(c, d), batch(c, d)[0]),
         "log_synflow": lambda c, d: log_synflow(network(c, d)),

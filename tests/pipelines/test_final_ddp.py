@@ -5,9 +5,12 @@ import json
 import pytest
 import torch
 
+from growth_core.flops import train_step_flops
+from growth_core.spec import ArchitectureSpec
 from pipelines import trial as trials
 from pipelines.config import validate
-from pipelines.final import load_checkpoint, run_final
+from pipelines.final import run_final
+from pipelines.tracking import load_model_dir
 
 pytestmark = pytest.mark.slow
 
@@ -48,7 +51,14 @@ def test_two_workers_grow_identically_and_like_one_worker(local_ray, tmp_path):
     assert [(e["step"], e["position"], e["spec_after"]) for e in events_two] == [
         (e["step"], e["position"], e["spec_after"]) for e in events_one
     ]
-    net_two, net_one = load_checkpoint(two.checkpoint_dir), load_checkpoint(one.checkpoint_dir)
+    # FLOPs summed over ranks: each rank's steps on its half, and the decision's scoring pass
+    # once (rank 0 computed it), so two workers count exactly what one worker counts.
+    (event,) = events_two
+    scoring = event["details"]["scoring_flops"]
+    small, grown = (ArchitectureSpec.from_dict(event[k]) for k in ("spec_before", "spec_after"))
+    steps = 10 * train_step_flops(small, 225) + 10 * train_step_flops(grown, 225)
+    assert two.metrics["flops"] == 2 * steps + scoring == one.metrics["flops"]
+    net_two, net_one = load_model_dir(two.checkpoint_dir), load_model_dir(one.checkpoint_dir)
     assert net_two.spec == net_one.spec and net_two.spec.widths == (5, 5)
     for p, q in zip(net_two.parameters(), net_one.parameters()):
         assert torch.allclose(p, q, atol=1e-5)

@@ -7,7 +7,7 @@ from pipelines.screening import ranked
 
 def _row(sigma_w2, score, predicted=0, kind="gaussian"):
     return {"kind": kind, "sigma_w2": sigma_w2, "sigma_b2": 0.05, "score": score,
-            "predicted_depth": predicted}  # fmt: skip
+            "reference_depth": predicted}  # fmt: skip
 
 
 def test_the_screen_ranks_first_and_mean_field_breaks_its_ties():

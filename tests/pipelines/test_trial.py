@@ -3,8 +3,7 @@
 import pytest
 import torch
 
-from growth_core.growth import LayerInsertion
-from growth_core.growth.policy import DepthWidthPolicy
+from growth_core.growth import DepthWidthPolicy
 from growth_core.init import DATA_SAMPLE, Initializer
 from growth_core.nets import build
 from pipelines import trial as trials
@@ -19,7 +18,8 @@ def settings(**kw):
 
 def test_policies_from_settings():
     assert trials.build_policy(settings(insertion="none", width_strategy="none")) is None
-    assert isinstance(trials.build_policy(settings(insertion="plateau")), LayerInsertion)
+    depth_only = trials.build_policy(settings(insertion="plateau"))
+    assert depth_only.width is None and depth_only.depth.max_depth == CFG.search.max_depth
     both = trials.build_policy(settings(insertion="plateau", width_strategy="tiny"))
     assert isinstance(both, DepthWidthPolicy) and both.depth is not None
     width_only = trials.build_policy(settings(insertion="none", width_strategy="random"))

@@ -163,17 +163,17 @@ def test_a_deep_ordered_network_loses_the_input(data):
     assert result.kl[-1] > 0.5 * mean_image_kl
     assert result.kl[0] < 0.5 * result.kl[-1]
     assert result.curve[-1] == 1.0
-    assert result.predicted_depth < 15
+    assert result.reference_depth < 15
     assert result.score == result.decay_depth / 20
 
 
-def test_predicted_depth_rises_with_sigma_w2_across_the_ordered_phase(data):
+def test_reference_depth_rises_with_sigma_w2_across_the_ordered_phase(data):
     budget = ScreenBudget(epochs=10)
     results = [
         screen(_tanh_spec(40), Initializer("gaussian", s, SIGMA_B2), data, budget)
         for s in (0.5, 1.0, 1.5)  # 6 xi_c: about 7, 22 and 60
     ]
-    for readout in ("predicted_depth", "decay_depth"):
+    for readout in ("reference_depth", "decay_depth"):
         depths = [getattr(r, readout) for r in results]
         assert depths[0] < depths[1] < depths[2], readout
 
@@ -241,7 +241,7 @@ def _call(**change):
         ({"spec": _tanh_spec(1, width=4, input_dim=4)}, "spec.widths: .*two hidden layers"),
         ({"initializer": "gaussian"}, "initializer: expected an Initializer"),
         ({"budget": {"epochs": 1}}, "budget: expected a ScreenBudget"),
-        ({"seed": -1}, "seed: expected an int >= 0"),
+        ({"seed": -1}, "seed: expected an integer >= 0"),
     ],
 )
 def test_bad_input_names_the_field(change, match):

@@ -15,7 +15,6 @@ from growth_core.screen import (
     log_synflow,
     naswot,
     naswot_kernel,
-    parameter_count,
     proxy_batch,
     proxy_columns,
     screen_candidates,
@@ -34,12 +33,7 @@ def _net(spec, *weights):
     return net
 
 
-# -- parameter count and gradient norm ---------------------------------------------------------
-
-
-def test_parameter_count_counts_weights_and_biases():
-    spec = ArchitectureSpec(4, 3, (5, 5), activation="tanh")
-    assert parameter_count(build(spec)) == (4 * 5 + 5) + (5 * 5 + 5) + (5 * 3 + 3)
+# -- gradient norm -----------------------------------------------------------------------------
 
 
 def test_gradient_norm_of_a_zero_network_is_that_of_the_output_bias():
