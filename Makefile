@@ -19,7 +19,7 @@ RAY           := $(CURDIR)/$(VENV)/bin/ray
 MLFLOW_DB    ?= sqlite:///$(CURDIR)/mlflow.db
 MLFLOW_PORT  ?= 5000
 
-.PHONY: install run screen search train show ui test test-fast bench bench-quick lint format \
+.PHONY: install run screen search train final show ui test demo bench bench-quick lint format \
         cluster-up cluster-down submit clean
 
 install: $(STAMP)
@@ -32,7 +32,7 @@ $(STAMP): pyproject.toml constraints.txt
 run: install                 ## the whole pipeline on the default config (digits)
 	$(PY) -m pipelines run --config $(CONFIG) $(SET)
 
-screen search train: install ## one stage of the pipeline
+screen search final train: install ## one stage of the pipeline (train: final)
 	$(PY) -m pipelines $@ --config $(CONFIG) $(SET)
 
 show: install                ## the latest finished pipeline, read back from MLflow

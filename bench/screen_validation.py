@@ -19,7 +19,9 @@ layer by layer), so the cascade sees exactly the layers each ground-truth networ
 
 Scores of a cell (higher: more trainable), each held against the label by ROC AUC:
 
-- ``screen (reference)``: ``log(predicted depth / L)``, the reference's saturation readout;
+- ``screen (decay)``: ``log(decay depth / L)``, the readout the pipeline ranks by
+  (:func:`growth_core.screen.decay_depth`), reported as ``auc_screen``;
+- ``screen (reference)``: ``log(reference depth / L)``, the reference's saturation readout;
 - ``screen (crossing)``: ``log(crossing depth / L)``, the noise-robust readout;
 - ``normalized KL at L``: minus the normalized curve at depth ``L`` (how close to saturation);
 - ``mean field``: ``log(6 xi_c / L)`` (Schoenholz et al. 2017);

@@ -11,6 +11,8 @@ import json
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+from ._checks import require_int
+
 #: Activations a spec may name.
 ACTIVATIONS = ("relu", "tanh", "sigmoid", "gelu", "leaky_relu", "identity")
 
@@ -136,7 +138,4 @@ class ArchitectureSpec:
 
 
 def _require_positive_int(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise SpecError(f"{name}: expected a positive integer, got {value!r}")
-    if value <= 0:
-        raise SpecError(f"{name}: expected a positive integer, got {value}")
+    require_int(name, value, 1, error=SpecError)

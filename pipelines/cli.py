@@ -1,4 +1,5 @@
-"""The command line: ``growth {run,screen,search,train,show} --config FILE [--set key=value]``."""
+"""The command line: ``growth {run,screen,search,final,show} --config FILE [--set key=value]``
+(``train`` is another name for ``final``)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ STAGES = {
     "run": ("screen", "search", "final"),
     "screen": ("screen",),
     "search": ("search",),
+    "final": ("final",),
     "train": ("final",),
 }
 
@@ -26,9 +28,10 @@ def _parser() -> argparse.ArgumentParser:
         ("run", "all stages: screen, search, final training"),
         ("screen", "screen candidate initializations only"),
         ("search", "search growth settings (candidates from the config, unscreened)"),
-        ("train", "final distributed training with the config's base settings"),
+        ("final", "final distributed training with the config's base settings"),
     ):
-        sp = sub.add_parser(name, help=help_)
+        aliases = ["train"] if name == "final" else []
+        sp = sub.add_parser(name, help=help_, aliases=aliases)
         sp.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
         sp.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     show = sub.add_parser("show", help="a finished pipeline's summary, read back from MLflow")

@@ -3,8 +3,8 @@
 Each task (1 CPU, one torch thread) runs the cascade-reconstruction screen
 (:func:`growth_core.screen.cascade.screen`) on one candidate; the driver joins the rows into a
 pyarrow Table, writes it atomically as ``screen.parquet``, logs it to a child MLflow run with a
-phase diagram, and keeps the ``keep`` candidates the screen finds most trainable (largest
-predicted trainable depth, the noise-robust crossing depth breaking ties).
+phase diagram, and keeps the ``keep`` candidates the screen finds most trainable (see
+:func:`ranked`: the screen's score, then its reference readout, then mean field's 6 xi_c).
 """
 
 from __future__ import annotations

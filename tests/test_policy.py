@@ -209,3 +209,29 @@ def test_depth_growth_on_a_net_that_admits_no_identity_layer_fails_at_once():
     policy = DepthWidthPolicy(AtSteps((50,)), width=WidthGrowth(), depth=DepthGrowth())
     with pytest.raises(SpecError, match="^activation"):
         train(policy, steps=5, spec=ArchitectureSpec(6, 4, (2, 2), "tanh"))
+
+
+def test_decisions_score_the_trainers_loss_function():
+    """Twice the cross-entropy under Adam (scale-free) trains the same weights; the decisions
+    read the trainer's loss: twice the loss in the width statistics, four times the squared
+    sensitivity of a layer."""
+
+    def run(loss_fn, kind):
+        width = WidthGrowth(selection="singular_value", statistics_samples=400)
+        policy = (
+            DepthWidthPolicy(AtSteps((20,)), width=width)
+            if kind == "width"
+            else DepthWidthPolicy(AtSteps((20,)), depth=DepthGrowth())
+        )
+        net = Initializer("kaiming").apply(build(SPEC), seed=0)
+        config = TrainConfig(steps=21, lr=0.05, optimizer="adam", batch_size=50)
+        (event,) = Trainer(net, rings(), config, policy=policy, loss_fn=loss_fn).fit().events
+        return event
+
+    def double(z, y):
+        return 2 * torch.nn.functional.cross_entropy(z, y)
+
+    plain, doubled = run(torch.nn.functional.cross_entropy, "width"), run(double, "width")
+    assert doubled.details["loss"] == pytest.approx(2 * plain.details["loss"], rel=1e-4)
+    plain, doubled = run(torch.nn.functional.cross_entropy, "depth"), run(double, "depth")
+    assert doubled.score == pytest.approx(4 * plain.score, rel=1e-3)

@@ -16,11 +16,12 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.func import functional_call
 
-from ..events import Change
+from ..events import Change, LossFn
 from ..flops import forward_flops
 from ..nets import Net, activation_fn, build
 from ..spec import ArchitectureSpec
-from ._statistics import LOSS_REDUCTIONS, LossFn, site_layers
+from ._sites import site_layers
+from ._statistics import LOSS_REDUCTIONS
 
 #: Amplitudes the line search tries (and 0, no change): 2^-12 ... 2^2. Ours; at ``gamma = 1``
 #: the change moves the pre-activations by the least-squares fit of ``V_goal``, a full step.

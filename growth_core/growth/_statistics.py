@@ -45,6 +45,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -54,6 +55,7 @@ from ..events import LossFn
 from ..flops import linear_shapes, pass_flops
 from ..nets import Net
 from ..spec import ArchitectureSpec
+from ._sites import check_sites, fan_out_index, site_layers
 
 LOSS_REDUCTIONS = ("mean", "sum")
 """How the user's ``loss_fn`` reduces over the batch; the statistics undo it either way."""
@@ -66,41 +68,6 @@ MOMENTS = (
     "cross_covariance",
     "goal_covariance",
 )
-
-
-# -- where neurons can go --------------------------------------------------------------------------
-def sites(spec: ArchitectureSpec) -> list[int]:
-    """Hidden layers that can receive neurons: every hidden layer (feedforward) or every block's
-    hidden layer (residual)."""
-    if spec.depth == 0:
-        raise ValueError("widths: a network needs a hidden layer to grow in width")
-    return list(range(spec.depth))
-
-
-def site_layers(spec: ArchitectureSpec, site: int) -> tuple[str, str]:
-    """Module names of the site's fan-in layer (new rows) and fan-out layer (new columns)."""
-    if site not in sites(spec):
-        raise ValueError(f"site: {site} is not one of {sites(spec)}")
-    if spec.residual:
-        return f"blocks.{site}.fc1", f"blocks.{site}.fc2"
-    fan_out = f"hidden.{site + 1}" if site + 1 < spec.depth else "out"
-    return f"hidden.{site}", fan_out
-
-
-def _fan_out_index(spec: ArchitectureSpec, site: int) -> int:
-    """Position of the site's fan-out layer among ``net.linear_layers()``."""
-    return 2 + 2 * site if spec.residual else site + 1
-
-
-def _check_sites(spec: ArchitectureSpec, chosen: Sequence[int] | None) -> list[int]:
-    valid = sites(spec)
-    if chosen is None:
-        return valid
-    chosen = sorted(set(chosen))
-    bad = [s for s in chosen if s not in valid]
-    if bad or not chosen:
-        raise ValueError(f"sites: expected a non-empty subset of {valid}, got {list(chosen)}")
-    return chosen
 
 
 # -- one site --------------------------------------------------------------------------------------
@@ -271,7 +238,7 @@ class BottleneckStatistics:
             raise ValueError(f"ridge: expected a number >= 0, got {ridge!r}")
         self.net = net
         self.spec: ArchitectureSpec = net.spec
-        self.sites = _check_sites(self.spec, sites)
+        self.sites = check_sites(self.spec, sites)
         self.loss_fn = loss_fn
         self.reduction = reduction
         self.n = 0
@@ -295,7 +262,7 @@ class BottleneckStatistics:
         }
         modules = dict(net.named_modules())
         self._layers = {s: tuple(modules[m] for m in site_layers(self.spec, s)) for s in self.sites}
-        self._first_fan_out = min(_fan_out_index(self.spec, s) for s in self.sites)
+        self._first_fan_out = min(fan_out_index(self.spec, s) for s in self.sites)
 
     @property
     def loss(self) -> float:
@@ -392,24 +359,11 @@ def _with_ones(t: Tensor, bias: bool) -> Tensor:
 
 
 def bottleneck_statistics(
-    net: Net,
-    batches: Iterable[tuple[Tensor, Tensor]],
-    *,
-    sites: Sequence[int] | None = None,
-    loss_fn: LossFn = F.cross_entropy,
-    reduction: str = "mean",
-    ridge: float = 0.0,
-    input_covariance: InputCovariance | None = None,
+    net: Net, batches: Iterable[tuple[Tensor, Tensor]], **options: Any
 ) -> BottleneckStatistics:
-    """Accumulate every site's moments over ``batches`` (one pass, no update)."""
-    stats = BottleneckStatistics(
-        net,
-        sites=sites,
-        loss_fn=loss_fn,
-        reduction=reduction,
-        ridge=ridge,
-        input_covariance=input_covariance,
-    )
+    """Accumulate every site's moments over ``batches`` (one pass, no update); ``options`` are
+    :class:`BottleneckStatistics`'s (``sites``, ``loss_fn``, ``reduction``, ``ridge``, ...)."""
+    stats = BottleneckStatistics(net, **options)
     for x, y in batches:
         stats.update(x, y)
     if stats.n == 0:

@@ -19,7 +19,8 @@ from torch import Tensor, nn
 from ..nets import activation_fn
 from ..spec import SpecError
 from ._proposal import NeuronProposal, NewNeurons
-from ._statistics import BottleneckStatistics, Moments, site_layers
+from ._sites import site_layers
+from ._statistics import BottleneckStatistics, Moments
 from ._tiny import neuron_directions, optimal_update, projected_goal
 
 

@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .._checks import require_int, require_number
-from ..events import Change, GrowthEvent
+from ..events import Change, GrowthEvent, LossFn
 from ..flops import forward_flops, parameter_count
 from ..nets import Net
 from ..spec import ArchitectureSpec
@@ -60,16 +60,14 @@ from ._selection import (
     NeuronSelection,
     SingularValueThreshold,
 )
+from ._sites import site_layers, sites
 from ._statistics import (
     LOSS_REDUCTIONS,
     MOMENTS,
     BottleneckStatistics,
     InputCovariance,
-    LossFn,
     Moments,
     bottleneck_statistics,
-    site_layers,
-    sites,
 )
 from ._strategies import (
     GradMaxGrowth,

@@ -8,6 +8,7 @@ Each section is a frozen dataclass validated at construction; a bad value raises
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
+from functools import partial
 from typing import Any
 
 from .._checks import fail, require_choice, require_int, require_number
@@ -23,7 +24,7 @@ from ._selection import (
     NeuronSelection,
     SingularValueThreshold,
 )
-from ._statistics import sites
+from ._sites import sites
 from ._strategies import STRATEGIES, NeuronStrategy, RandomGrowth
 from .bottleneck import MIN_RELATIVE_GAIN
 
@@ -43,16 +44,9 @@ class PolicyError(ValueError):
     """A policy setting with a bad value; the message names the field."""
 
 
-def _int(name: str, value: Any, minimum: int, *, optional: bool = True) -> None:
-    require_int(name, value, minimum, optional=optional, error=PolicyError)
-
-
-def _number(name: str, value: Any, minimum: float) -> None:
-    require_number(name, value, minimum, error=PolicyError)
-
-
-def _choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
-    require_choice(name, value, choices, error=PolicyError)
+_int = partial(require_int, optional=True, error=PolicyError)
+_number = partial(require_number, error=PolicyError)
+_choice = partial(require_choice, error=PolicyError)
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,6 @@
 """Cheap screens of candidate initializations, and the mean-field theory they are held against."""
 
+from ._gaussian import MEAN_FIELD_ACTIVATIONS
 from .candidates import (
     SCREEN_SCHEMA,
     Candidate,
@@ -25,7 +26,6 @@ from .entropy import (
     saturation_depth,
 )
 from .mean_field import (
-    MEAN_FIELD_ACTIVATIONS,
     TRAINABLE_DEPTH_FACTOR,
     c_star,
     chi_1,

@@ -41,208 +41,38 @@ together) and returns a float or an array of that shape.
 
 from __future__ import annotations
 
-import functools
 import math
-from abc import ABC, abstractmethod
 from collections.abc import Callable
 
 import numpy as np
-from numpy.polynomial.hermite_e import hermegauss
 from numpy.typing import ArrayLike, NDArray
+
+from .._checks import require_number
+from ._gaussian import (
+    C_STAR_ATOL,
+    MAX_BRACKET_STEPS,
+    ROOT_RTOL,
+    GaussianMoments,
+    bisect,
+    gaussian_moments,
+)
 
 #: Schoenholz et al. 2017, "Deep Information Propagation": random networks train up to about
 #: 6 xi_c layers (their MNIST and CIFAR-10 trainability experiments).
 TRAINABLE_DEPTH_FACTOR = 6.0
 
-#: Gauss-Hermite nodes for 1D expectations (numpy's hermegauss overflows beyond about 350).
-QUAD_ORDER_1D = 301
-#: Gauss-Hermite nodes per axis for the 2D expectations of the correlation map. Against rules of
-#: 1500 and 700 nodes, tanh's q*, chi_1, xi_c and xi_q are within 1e-6 relative for
-#: sigma_w2 <= 4 and 1e-4 for sigma_w2 <= 8, 1e-2 at sigma_w2 = 16 (q* about 13): tanh(sqrt(q) z)
-#: sharpens as q grows.
-QUAD_ORDER_2D = 151
-
-#: Relative (q*, critical sigma_w2) and absolute (c*) tolerance of the bisections.
-ROOT_RTOL = 1e-12
-C_STAR_ATOL = 1e-12
-#: Bracket searches give up after this many halvings or doublings.
-MAX_BRACKET_STEPS = 200
-
-#: Activations with a mean-field theory here.
-MEAN_FIELD_ACTIVATIONS = ("tanh", "relu")
 
 FloatOrArray = float | NDArray[np.float64]
 
 
-def _bisect(below: Callable[[float], bool], lo: float, hi: float, tol: float) -> float:
-    """The root in ``[lo, hi]`` of a function known only by ``below(x)``: x lies left of it."""
-    while hi - lo > tol:
-        mid = (lo + hi) / 2.0
-        lo, hi = (mid, hi) if below(mid) else (lo, mid)
-    return (lo + hi) / 2.0
-
-
-@functools.cache
-def _gauss_hermite(order: int) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    """Nodes ``z`` and weights ``w`` with ``E[f(z)] ~ sum_i w_i f(z_i)`` for ``z ~ N(0, 1)``."""
-    nodes, weights = hermegauss(order)
-    return nodes, weights / math.sqrt(2.0 * math.pi)
-
-
-class _Moments(ABC):
-    """Gaussian moments of one activation; ``u ~ N(0, q)``, ``(u1, u2)`` with correlation ``c``."""
-
-    #: ``E[phi'(u)^2]`` does not depend on ``q`` (positively homogeneous activations).
-    scale_free_derivative: bool = False
-
-    @abstractmethod
-    def phi_sq(self, q: float) -> float:
-        """``E[phi(u)^2]``."""
-
-    @abstractmethod
-    def dphi_sq(self, q: float) -> float:
-        """``E[phi'(u)^2]``."""
-
-    @abstractmethod
-    def phi_d2phi(self, q: float) -> float:
-        """``E[phi(u) phi''(u)]``."""
-
-    @abstractmethod
-    def phi_phi(self, q: float, c: float) -> float:
-        """``E[phi(u1) phi(u2)]``."""
-
-    @abstractmethod
-    def dphi_dphi(self, q: float, c: float) -> float:
-        """``E[phi'(u1) phi'(u2)]``."""
-
-    @abstractmethod
-    def q_star(self, sigma_w2: float, sigma_b2: float) -> float:
-        """The stable fixed point of the length map (see the module docstring for edge cases)."""
-
-
-class _Sigmoidal(_Moments):
-    """An odd activation with ``|phi| <= 1`` and ``phi(x) / x`` decreasing in ``|x|`` (tanh).
-
-    Then ``(sigma_w2 E[phi(u)^2] + sigma_b2) / q`` decreases in ``q``, so the length map has one
-    stable fixed point, found by bisection on ``log q``.
-    """
-
-    def __init__(
-        self,
-        phi: Callable[[NDArray[np.float64]], NDArray[np.float64]],
-        dphi: Callable[[NDArray[np.float64]], NDArray[np.float64]],
-        d2phi: Callable[[NDArray[np.float64]], NDArray[np.float64]],
-    ) -> None:
-        self.phi, self.dphi, self.d2phi = phi, dphi, d2phi
-
-    def _mean(self, f: Callable[[NDArray[np.float64]], NDArray[np.float64]], q: float) -> float:
-        z, w = _gauss_hermite(QUAD_ORDER_1D)
-        return float(w @ f(math.sqrt(q) * z))
-
-    def _mean_pair(
-        self, f: Callable[[NDArray[np.float64]], NDArray[np.float64]], q: float, c: float
-    ) -> float:
-        z, w = _gauss_hermite(QUAD_ORDER_2D)
-        z1, z2 = z[:, None], z[None, :]
-        u1 = math.sqrt(q) * z1  # (n, 1)
-        u2 = math.sqrt(q) * (c * z1 + math.sqrt(max(1.0 - c * c, 0.0)) * z2)  # (n, n)
-        return float(w @ (f(u1) * f(u2)) @ w)
-
-    def phi_sq(self, q: float) -> float:
-        return self._mean(lambda u: self.phi(u) ** 2, q)
-
-    def dphi_sq(self, q: float) -> float:
-        return self._mean(lambda u: self.dphi(u) ** 2, q)
-
-    def phi_d2phi(self, q: float) -> float:
-        return self._mean(lambda u: self.phi(u) * self.d2phi(u), q)
-
-    def phi_phi(self, q: float, c: float) -> float:
-        return self._mean_pair(self.phi, q, c)
-
-    def dphi_dphi(self, q: float, c: float) -> float:
-        return self._mean_pair(self.dphi, q, c)
-
-    def q_star(self, sigma_w2: float, sigma_b2: float) -> float:
-        def excess(q: float) -> float:  # length map over q, minus 1: > 0 below q*, < 0 above
-            return (sigma_w2 * self.phi_sq(q) + sigma_b2) / q - 1.0
-
-        slope_at_zero = sigma_w2 * float(self.dphi(np.zeros(1))[0]) ** 2
-        if sigma_b2 == 0.0 and slope_at_zero <= 1.0:
-            return 0.0  # q = 0 is the only fixed point, and it attracts
-        hi = sigma_w2 + sigma_b2  # the length map never exceeds this since |phi| <= 1
-        lo = hi / 2.0
-        for _ in range(MAX_BRACKET_STEPS):
-            if excess(lo) > 0.0:
-                break
-            lo /= 2.0
-        else:
-            raise ValueError(f"q_star: no fixed point above {lo:g} for {sigma_w2=}, {sigma_b2=}")
-        log_q = _bisect(lambda t: excess(math.exp(t)) > 0.0, math.log(lo), math.log(hi), ROOT_RTOL)
-        return math.exp(log_q)
-
-
-class _Relu(_Moments):
-    """ReLU in closed form; with ``theta = arccos c`` (Cho & Saul 2009):
-
-    ``E[phi(u1) phi(u2)] = q (sin theta + (pi - theta) c) / (2 pi)``,
-    ``E[phi'(u1) phi'(u2)] = (pi - theta) / (2 pi)``, ``E[phi^2] = q / 2``, ``E[phi'^2] = 1 / 2``.
-    """
-
-    scale_free_derivative = True
-
-    def phi_sq(self, q: float) -> float:
-        return q / 2.0
-
-    def dphi_sq(self, q: float) -> float:
-        return 0.5
-
-    def phi_d2phi(self, q: float) -> float:
-        return 0.0  # phi'' vanishes off 0, and phi(0) = 0
-
-    def phi_phi(self, q: float, c: float) -> float:
-        theta = math.acos(min(max(c, -1.0), 1.0))
-        return q * (math.sin(theta) + (math.pi - theta) * c) / (2.0 * math.pi)
-
-    def dphi_dphi(self, q: float, c: float) -> float:
-        theta = math.acos(min(max(c, -1.0), 1.0))
-        return (math.pi - theta) / (2.0 * math.pi)
-
-    def q_star(self, sigma_w2: float, sigma_b2: float) -> float:
-        # The length map is affine: q -> sigma_w2 q / 2 + sigma_b2.
-        if sigma_w2 < 2.0:
-            return sigma_b2 / (1.0 - sigma_w2 / 2.0)
-        if sigma_w2 == 2.0 and sigma_b2 == 0.0:
-            raise ValueError("q_star: for relu at sigma_w2 = 2, sigma_b2 = 0 every q is fixed")
-        return math.inf
-
-
-_MOMENTS: dict[str, _Moments] = {
-    "tanh": _Sigmoidal(
-        np.tanh,
-        lambda u: 1.0 - np.tanh(u) ** 2,
-        lambda u: -2.0 * np.tanh(u) * (1.0 - np.tanh(u) ** 2),
-    ),
-    "relu": _Relu(),
-}
-
-
-def _moments(activation: str) -> _Moments:
-    if activation not in _MOMENTS:
-        expected = ", ".join(MEAN_FIELD_ACTIVATIONS)
-        raise ValueError(f"activation: unknown {activation!r}; expected one of {expected}")
-    return _MOMENTS[activation]
-
-
 def _check_variances(**variances: float) -> None:
     for name, value in variances.items():
-        if not math.isfinite(value) or value < 0.0:
-            raise ValueError(f"{name}: expected a finite number >= 0, got {value}")
+        require_number(name, float(value), 0.0)
 
 
 def _elementwise(scalar: Callable[..., float], *args: ArrayLike, activation: str) -> FloatOrArray:
     """Apply ``scalar(*floats, moments)`` over the broadcast ``args``; a float for scalars."""
-    moments = _moments(activation)
+    moments = gaussian_moments(activation)
     out = np.vectorize(lambda *xs: scalar(*xs, moments), otypes=[float])(*args)
     return float(out) if out.ndim == 0 else out
 
@@ -258,7 +88,9 @@ def _depth_scale(chi: float) -> float:
     return -1.0 / math.log(chi)
 
 
-def _finite_q_star(sigma_w2: float, sigma_b2: float, moments: _Moments, *, what: str) -> float:
+def _finite_q_star(
+    sigma_w2: float, sigma_b2: float, moments: GaussianMoments, *, what: str
+) -> float:
     _check_variances(sigma_w2=sigma_w2, sigma_b2=sigma_b2)
     q = moments.q_star(sigma_w2, sigma_b2)
     if math.isinf(q):
@@ -266,7 +98,9 @@ def _finite_q_star(sigma_w2: float, sigma_b2: float, moments: _Moments, *, what:
     return q
 
 
-def _positive_q_star(sigma_w2: float, sigma_b2: float, moments: _Moments, *, what: str) -> float:
+def _positive_q_star(
+    sigma_w2: float, sigma_b2: float, moments: GaussianMoments, *, what: str
+) -> float:
     q = _finite_q_star(sigma_w2, sigma_b2, moments, what=what)
     if q == 0.0:
         raise ValueError(
@@ -276,38 +110,40 @@ def _positive_q_star(sigma_w2: float, sigma_b2: float, moments: _Moments, *, wha
     return q
 
 
-def _q_star(sigma_w2: float, sigma_b2: float, moments: _Moments) -> float:
+def _q_star(sigma_w2: float, sigma_b2: float, moments: GaussianMoments) -> float:
     _check_variances(sigma_w2=sigma_w2, sigma_b2=sigma_b2)
     return moments.q_star(sigma_w2, sigma_b2)
 
 
-def _chi_1(sigma_w2: float, sigma_b2: float, moments: _Moments) -> float:
+def _chi_1(sigma_w2: float, sigma_b2: float, moments: GaussianMoments) -> float:
     _check_variances(sigma_w2=sigma_w2, sigma_b2=sigma_b2)
     # ReLU's E[phi'^2] is 1/2 at every q, so chi_1 exists even where q* does not.
     q = 1.0 if moments.scale_free_derivative else moments.q_star(sigma_w2, sigma_b2)
     return sigma_w2 * moments.dphi_sq(q)
 
 
-def _correlation_map(c: float, q: float, sigma_w2: float, sigma_b2: float, m: _Moments) -> float:
+def _correlation_map(
+    c: float, q: float, sigma_w2: float, sigma_b2: float, m: GaussianMoments
+) -> float:
     return (sigma_w2 * m.phi_phi(q, c) + sigma_b2) / q
 
 
-def _c_star(sigma_w2: float, sigma_b2: float, moments: _Moments) -> float:
+def _c_star(sigma_w2: float, sigma_b2: float, moments: GaussianMoments) -> float:
     q = _positive_q_star(sigma_w2, sigma_b2, moments, what="c_star")
     return _c_star_at(q, sigma_w2, sigma_b2, moments)
 
 
-def _c_star_at(q: float, sigma_w2: float, sigma_b2: float, moments: _Moments) -> float:
+def _c_star_at(q: float, sigma_w2: float, sigma_b2: float, moments: GaussianMoments) -> float:
     if sigma_w2 * moments.dphi_sq(q) <= 1.0:
         return 1.0  # ordered or critical: c = 1 attracts
 
     def excess(c: float) -> float:  # (C(c) - c) / (1 - c): >= 0 at c = 0, 1 - chi_1 < 0 at c = 1
         return (_correlation_map(c, q, sigma_w2, sigma_b2, moments) - c) / (1.0 - c)
 
-    return _bisect(lambda c: excess(c) > 0.0, 0.0, 1.0, C_STAR_ATOL)
+    return bisect(lambda c: excess(c) > 0.0, 0.0, 1.0, C_STAR_ATOL)
 
 
-def _chi_c(sigma_w2: float, sigma_b2: float, moments: _Moments) -> float:
+def _chi_c(sigma_w2: float, sigma_b2: float, moments: GaussianMoments) -> float:
     q = _positive_q_star(sigma_w2, sigma_b2, moments, what="xi_c")
     c = _c_star_at(q, sigma_w2, sigma_b2, moments)
     if c == 1.0:
@@ -315,16 +151,16 @@ def _chi_c(sigma_w2: float, sigma_b2: float, moments: _Moments) -> float:
     return sigma_w2 * moments.dphi_dphi(q, c)
 
 
-def _xi_c(sigma_w2: float, sigma_b2: float, moments: _Moments) -> float:
+def _xi_c(sigma_w2: float, sigma_b2: float, moments: GaussianMoments) -> float:
     return _depth_scale(_chi_c(sigma_w2, sigma_b2, moments))
 
 
-def _xi_q(sigma_w2: float, sigma_b2: float, moments: _Moments) -> float:
+def _xi_q(sigma_w2: float, sigma_b2: float, moments: GaussianMoments) -> float:
     q = _finite_q_star(sigma_w2, sigma_b2, moments, what="xi_q")
     return _depth_scale(sigma_w2 * (moments.dphi_sq(q) + moments.phi_d2phi(q)))
 
 
-def _critical_sigma_w2(sigma_b2: float, moments: _Moments) -> float:
+def _critical_sigma_w2(sigma_b2: float, moments: GaussianMoments) -> float:
     def ordered(sigma_w2: float) -> bool:
         return _chi_1(sigma_w2, sigma_b2, moments) <= 1.0
 
@@ -336,7 +172,7 @@ def _critical_sigma_w2(sigma_b2: float, moments: _Moments) -> float:
         lo, hi = hi, 2.0 * hi
     else:
         raise ValueError(f"critical_sigma_w2: chi_1 stays <= 1 up to sigma_w2 = {hi:g}")
-    return _bisect(ordered, lo, hi, ROOT_RTOL * hi)
+    return bisect(ordered, lo, hi, ROOT_RTOL * hi)
 
 
 def length_map(
@@ -344,7 +180,7 @@ def length_map(
 ) -> FloatOrArray:
     """One layer of the length map: ``q -> sigma_w2 E[phi(sqrt(q) z)^2] + sigma_b2``."""
 
-    def scalar(q: float, sigma_w2: float, sigma_b2: float, moments: _Moments) -> float:
+    def scalar(q: float, sigma_w2: float, sigma_b2: float, moments: GaussianMoments) -> float:
         _check_variances(q=q, sigma_w2=sigma_w2, sigma_b2=sigma_b2)
         return sigma_w2 * moments.phi_sq(q) + sigma_b2
 
@@ -357,7 +193,7 @@ def correlation_map(
     """One layer of the correlation map at ``q = q*``:
     ``c -> (sigma_w2 E[phi(u1) phi(u2)] + sigma_b2) / q*``. Needs ``0 < q* < inf``."""
 
-    def scalar(c: float, sigma_w2: float, sigma_b2: float, moments: _Moments) -> float:
+    def scalar(c: float, sigma_w2: float, sigma_b2: float, moments: GaussianMoments) -> float:
         if not -1.0 <= c <= 1.0:
             raise ValueError(f"c: expected a correlation in [-1, 1], got {c}")
         q = _positive_q_star(sigma_w2, sigma_b2, moments, what="correlation_map")
