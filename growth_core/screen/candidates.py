@@ -37,24 +37,18 @@ ACTIVATION = "tanh"
 #: The columns every screen table has, in order; extra columns follow.
 SCREEN_SCHEMA = pa.schema(
     [
-        ("kind", pa.string()),
-        ("sigma_w2", pa.float64()),
-        ("sigma_b2", pa.float64()),
-        ("depth", pa.int64()),
-        ("width", pa.int64()),
-        ("residual", pa.bool_()),
+        # the candidate
+        ("kind", pa.string()), ("sigma_w2", pa.float64()), ("sigma_b2", pa.float64()),
+        ("depth", pa.int64()), ("width", pa.int64()), ("residual", pa.bool_()),
         ("seed", pa.int64()),
-        ("kl", pa.list_(pa.float64())),
-        ("curve", pa.list_(pa.float64())),
-        ("reference_depth", pa.int64()),
-        ("crossing_depth", pa.float64()),
-        ("decay_depth", pa.float64()),
-        ("score", pa.float64()),
-        ("flops", pa.int64()),
-        ("seconds", pa.float64()),
-        ("steps", pa.int64()),
+        # the cascade's curve and its readouts
+        ("kl", pa.list_(pa.float64())), ("curve", pa.list_(pa.float64())),
+        ("reference_depth", pa.int64()), ("crossing_depth", pa.float64()),
+        ("decay_depth", pa.float64()), ("score", pa.float64()),
+        # what it cost
+        ("flops", pa.int64()), ("seconds", pa.float64()), ("steps", pa.int64()),
     ]
-)
+)  # fmt: skip
 
 #: ``fn(candidate, data)``: one extra number per candidate.
 ExtraColumn = Callable[["Candidate", Dataset], float | int]
