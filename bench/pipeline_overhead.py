@@ -57,7 +57,8 @@ def trial_config(quick: bool, data_dir: Path | None):
         "search.trials=1",
         "search.max_concurrent=1",
         f"search.lr=[{LR}, {LR}]",
-        'search.insertion=["plateau"]',
+        'search.insertion=["sensli"]',
+        'search.growth_timing=["plateau"]',
         "search.plateau_threshold=[0.02, 0.02]",
         'search.width_strategy=["none"]',
     ]

@@ -9,8 +9,26 @@ from pathlib import Path
 
 from rich.console import Console
 
-from .config import ConfigError, load_config
+from growth_core.data import DataError
+from growth_core.growth import PolicyError
+from growth_core.init import InitError
+from growth_core.screen import ScreenError
+from growth_core.spec import SpecError
+from growth_core.train import TrainConfigError
 
+from .config import ConfigError, PipelineError, load_config
+
+#: Errors the project raises with a message that names the field, file or stage: one line each.
+PROJECT_ERRORS = (
+    ConfigError,
+    DataError,
+    InitError,
+    PipelineError,
+    PolicyError,
+    ScreenError,
+    SpecError,
+    TrainConfigError,
+)
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "digits.toml"
 STAGES = {
     "run": ("screen", "search", "final"),
@@ -50,10 +68,14 @@ def main(argv: list[str] | None = None) -> None:
 
             name = args.experiment or load_config(args.config).name
             sys.exit(show(name, run_id=args.run_id, console=console))
-        cfg = load_config(args.config, args.overrides)
+        cfg = load_config(args.config, args.overrides).resolved()
     except ConfigError as e:
-        console.print(f"[red]config error[/red] {e}")
+        console.print(f"[red]config error[/red] {e}", soft_wrap=True)
         sys.exit(2)
     from .pipeline import run_pipeline
 
-    run_pipeline(cfg, STAGES[args.command], console=console)
+    try:
+        run_pipeline(cfg, STAGES[args.command], console=console)
+    except PROJECT_ERRORS as e:
+        console.print(f"[red]{type(e).__name__}[/red] {e}", soft_wrap=True)
+        sys.exit(1)

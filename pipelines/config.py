@@ -49,6 +49,11 @@ class ConfigError(ValueError):
     """A pipeline config that does not validate; the message names every bad key."""
 
 
+class PipelineError(RuntimeError):
+    """A stage that could not produce its result (every trial failed, no checkpoint, ...);
+    the message says which stage and the first cause."""
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -135,8 +140,13 @@ class SearchConfig(_Section):
     optimizer: Literal["sgd", "adam"] = "adam"
     batch_size: PositiveInt = 64
     epochs: PositiveInt = 8
-    insertion: list[Literal["plateau", "none"]] = ["plateau", "none"]
-    """Depth growth: layer insertion when the loss plateaus, or none."""
+    insertion: list[Literal["sensli", "none"]] = ["sensli", "none"]
+    """Depth growth: sensitivity-based layer insertion (SensLI), or none."""
+    growth_timing: list[Literal["schedule", "plateau"]] = ["schedule"]
+    """When growth decisions are made: ``decisions`` of them spread evenly over the first
+    ``growth_until`` of the run, or whenever the training loss plateaus."""
+    decisions: PositiveInt = 8
+    growth_until: Annotated[float, Field(gt=0, le=1)] = 0.5
     plateau_threshold: tuple[PositiveFloat, PositiveFloat] = (0.005, 0.05)
     plateau_window: PositiveInt = 20
     width_strategy: list[Literal["none", "tiny", "tiny_update", "gradmax", "random"]] = ["none"]
@@ -185,6 +195,19 @@ class PipelineConfig(_Section):
                     "only, and model.family is 'resnet'"
                 )
         return self
+
+    def resolved(self, base: Path | None = None) -> PipelineConfig:
+        """This config with ``data.path`` made absolute against ``base`` (the working directory
+        the command ran in), as the driver must do before any Ray task or Tune trial, each of
+        which runs in a working directory of its own. A path that does not exist is refused."""
+        if self.data.path is None:
+            return self
+        path = Path(self.data.path).expanduser()
+        path = (path if path.is_absolute() else (base or Path.cwd()) / path).resolve()
+        if not path.exists():
+            raise ConfigError(f"data.path: {self.data.path} ({path}): no such file or folder")
+        data = self.data.model_copy(update={"path": str(path)})
+        return self.model_copy(update={"data": data})
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> PipelineConfig:

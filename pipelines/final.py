@@ -21,7 +21,7 @@ from torch.nn.parallel import DistributedDataParallel
 from growth_core.flops import parameter_count
 
 from . import trial as trials
-from .config import PipelineConfig
+from .config import PipelineConfig, PipelineError
 from .distributed import RankZeroDecides, max_rank_difference
 from .tracking import RunLogger, history_stride, save_model, tracking_uri
 
@@ -147,6 +147,6 @@ def run_final(
     )
     result = trainer.fit()
     if result.checkpoint is None:
-        raise RuntimeError("final: the training job reported no checkpoint")
+        raise PipelineError("final: the training job reported no checkpoint")
     local = Path(result.checkpoint.to_directory())
     return FinalResult(local, dict(result.metrics))

@@ -64,6 +64,7 @@ def run_pipeline(
 ) -> dict[str, Any]:
     """Run the given stages; returns the summary that is also printed and logged."""
     console = console or Console()
+    cfg = cfg.resolved()
     started = time.strftime("%Y%m%d-%H%M%S")
     workdir = (RUNS_DIR / cfg.name / started).resolve()
     workdir.mkdir(parents=True, exist_ok=True)

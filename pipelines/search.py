@@ -28,7 +28,7 @@ from growth_core.events import GrowthEvent
 from growth_core.init import Initializer
 
 from . import trial as trials
-from .config import PipelineConfig
+from .config import PipelineConfig, PipelineError
 from .plots import growth_figure
 from .tracking import RunLogger, history_stride, sampled_rows, tracking_uri
 
@@ -53,6 +53,7 @@ def param_space(cfg: PipelineConfig, inits: list[Initializer]) -> dict[str, Any]
         lr=tune.loguniform(*s.lr),
         insertion=tune.choice(list(s.insertion)),
         width_strategy=tune.choice(list(s.width_strategy)),
+        growth_timing=tune.choice(list(s.growth_timing)),
         plateau_threshold=tune.loguniform(*s.plateau_threshold),
         init=tune.choice([json.dumps(i.to_dict(), sort_keys=True) for i in inits]),
     )
@@ -225,9 +226,10 @@ def run_search(
         ),
     )
     grid = tuner.fit()
-    if all(not r.metrics for r in grid):
+    if not any(r.metrics and METRIC in r.metrics for r in grid):
         first = next((r.error for r in grid if r.error), None)
-        raise RuntimeError(f"search: every trial failed; the first error: {first}")
+        cause = str(first).strip().splitlines()[-1] if first else "none reported"
+        raise PipelineError(f"search: every trial failed; the first error: {cause}")
     best = grid.get_best_result(metric=METRIC, mode="max", scope="all")
     rows = []
     for r in grid:

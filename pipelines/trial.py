@@ -16,7 +16,14 @@ import torch
 from growth_core import data as datasets
 from growth_core.data import Dataset
 from growth_core.events import GrowthPolicy
-from growth_core.growth import Budget, DepthGrowth, DepthWidthPolicy, OnPlateau, WidthGrowth
+from growth_core.growth import (
+    AtFractions,
+    Budget,
+    DepthGrowth,
+    DepthWidthPolicy,
+    OnPlateau,
+    WidthGrowth,
+)
 from growth_core.init import Initializer
 from growth_core.nets import Net, build
 from growth_core.train import TrainConfig, Trainer, TrainResult
@@ -63,6 +70,9 @@ def base_settings(cfg: PipelineConfig) -> dict[str, Any]:
         "batch_size": s.batch_size,
         "epochs": s.epochs,
         "insertion": s.insertion[0],
+        "growth_timing": s.growth_timing[0],
+        "decisions": s.decisions,
+        "growth_until": s.growth_until,
         "plateau_threshold": math.sqrt(s.plateau_threshold[0] * s.plateau_threshold[1]),
         "plateau_window": s.plateau_window,
         "width_strategy": s.width_strategy[0],
@@ -78,17 +88,22 @@ def base_settings(cfg: PipelineConfig) -> dict[str, Any]:
 def build_policy(settings: dict[str, Any]) -> DepthWidthPolicy | None:
     """The growth policy a run's settings describe (``None``: a fixed architecture).
 
-    On loss plateaus: depth only is sensitivity-based layer insertion; with a width strategy
-    (``tiny``, ``tiny_update``, ``gradmax``, ``random``) the policy widens at expressivity
-    bottlenecks first and inserts a layer when no bottleneck is worth fixing.
+    Depth only is sensitivity-based layer insertion; with a width strategy (``tiny``,
+    ``tiny_update``, ``gradmax``, ``random``) the policy widens at expressivity bottlenecks
+    first and inserts a layer when no bottleneck is worth fixing. Decisions come on a schedule
+    (``growth_timing="schedule"``: ``decisions`` spread over the first ``growth_until`` of the
+    run) or on loss plateaus.
     """
     depth_on = settings["insertion"] != "none"
     width_on = settings.get("width_strategy", "none") != "none"
     if not depth_on and not width_on:
         return None
-    trigger = OnPlateau(
-        window=int(settings["plateau_window"]), threshold=float(settings["plateau_threshold"])
-    )
+    if settings["growth_timing"] == "schedule":
+        trigger = AtFractions.evenly(int(settings["decisions"]), float(settings["growth_until"]))
+    else:
+        trigger = OnPlateau(
+            window=int(settings["plateau_window"]), threshold=float(settings["plateau_threshold"])
+        )
     width = None
     if width_on:
         width = WidthGrowth(

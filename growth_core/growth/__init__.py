@@ -21,9 +21,10 @@ from .bottleneck import (
 from .policy import DepthWidthPolicy
 from .sensitivity import Sensitivities, insert, positions, sensitivities
 from .settings import Budget, DepthGrowth, PolicyError, WidthGrowth
-from .triggers import AtSteps, OnPlateau, Trigger
+from .triggers import AtFractions, AtSteps, OnPlateau, Trigger
 
 __all__ = [
+    "AtFractions",
     "AtSteps",
     "BottleneckStatistics",
     "Budget",

@@ -1,7 +1,9 @@
-"""When to grow: at fixed steps (the paper) or when training stalls (the revised paper)."""
+"""When to grow: at fixed steps (the paper), at fixed fractions of the run (a schedule that
+holds whatever the run's length), or when training stalls (the revised paper)."""
 
 from __future__ import annotations
 
+import functools
 import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -40,6 +42,35 @@ class AtSteps(Trigger):
 
 
 @dataclass(frozen=True)
+class AtFractions(Trigger):
+    """Grow right after the steps at these fractions of the run: ``round(f * total_steps)``
+    (at least step 1). ``AtFractions.evenly(k, until)`` spreads ``k`` decisions over the first
+    ``until`` of the run, as bench/tiny_growth.py times TINY's decisions."""
+
+    fractions: tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "fractions", tuple(sorted(self.fractions)))
+        if not self.fractions or any(not 0 < f <= 1 for f in self.fractions):
+            raise ValueError(f"fractions: expected numbers in (0, 1], got {self.fractions}")
+
+    @classmethod
+    def evenly(cls, decisions: int, until: float = 1.0) -> AtFractions:
+        if isinstance(decisions, bool) or not isinstance(decisions, int) or decisions < 1:
+            raise ValueError(f"decisions: expected an integer >= 1, got {decisions!r}")
+        return cls(tuple(until * k / decisions for k in range(1, decisions + 1)))
+
+    def steps(self, total_steps: int) -> frozenset[int]:
+        return _fraction_steps(self.fractions, total_steps)
+
+    def fires(self, state: TrainingState, last_growth_step: int) -> bool:
+        return state.step in self.steps(state.total_steps)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": "at_fractions", "fractions": list(self.fractions)}
+
+
+@dataclass(frozen=True)
 class OnPlateau(Trigger):
     """Grow when the loss stops falling: the relative decrease of the mean training loss over
     the last ``window`` steps against the ``window`` steps before falls below ``threshold``.
@@ -73,8 +104,13 @@ class OnPlateau(Trigger):
         return {"kind": "on_plateau", "window": self.window, "threshold": self.threshold}
 
 
+@functools.lru_cache(maxsize=64)
+def _fraction_steps(fractions: tuple[float, ...], total_steps: int) -> frozenset[int]:
+    return frozenset(max(1, round(f * total_steps)) for f in fractions)
+
+
 def trigger_from_dict(d: dict[str, Any]) -> Trigger:
-    kinds = {"at_steps": AtSteps, "on_plateau": OnPlateau}
+    kinds = {"at_steps": AtSteps, "at_fractions": AtFractions, "on_plateau": OnPlateau}
     kind = d.get("kind")
     if kind not in kinds:
         raise ValueError(f"kind: unknown trigger {kind!r}; expected one of {sorted(kinds)}")

@@ -17,3 +17,14 @@ def test_commands_run_their_stages(command, stages):
 def test_an_unknown_command_is_refused():
     with pytest.raises(SystemExit):
         cli._parser().parse_args(["grow"])
+
+
+def test_a_missing_data_path_is_one_line_before_anything_runs(tmp_path, monkeypatch, capsys):
+    config = tmp_path / "p.toml"
+    config.write_text('name = "p"\n[data]\ndataset = "parquet"\npath = "absent"\n')
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["run", "--config", str(config)])
+    out = capsys.readouterr().out.strip()
+    assert exit_.value.code == 2 and len(out.splitlines()) == 1
+    assert "data.path: absent" in out and not (tmp_path / "runs").exists()

@@ -82,3 +82,15 @@ def test_missing_and_malformed_files_are_named(tmp_path):
     bad.write_text("name = [")
     with pytest.raises(ConfigError, match="bad.toml: not valid TOML"):
         load_config(bad)
+
+
+def test_a_relative_data_path_is_resolved_in_the_driver(tmp_path, monkeypatch):
+    (tmp_path / "mnist").mkdir()
+    cfg = validate({"name": "p", "data": {"dataset": "parquet", "path": "mnist"}})
+    monkeypatch.chdir(tmp_path)  # where the command ran: trials run elsewhere
+    assert cfg.resolved().data.path == str(tmp_path / "mnist")
+    assert cfg.resolved().resolved() == cfg.resolved()
+    assert validate({"name": "p", "data": {"dataset": "digits"}}).resolved().data.path is None
+    missing = validate({"name": "p", "data": {"dataset": "parquet", "path": "nowhere"}})
+    with pytest.raises(ConfigError, match="^data.path: nowhere .*no such file or folder"):
+        missing.resolved()

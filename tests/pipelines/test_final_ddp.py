@@ -19,7 +19,8 @@ def settings_forcing_one_insertion(cfg):
     settings = trials.base_settings(cfg)
     settings.update(
         init={"kind": "default", "sigma_w2": 1.0, "sigma_b2": 0.0},
-        insertion="plateau",
+        insertion="sensli",
+        growth_timing="plateau",
         plateau_window=5,
         plateau_threshold=10.0,  # always "stalled": inserts at the first check, step 10
         max_depth=2,

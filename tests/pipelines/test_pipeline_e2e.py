@@ -29,7 +29,8 @@ TINY = {
     "search": {
         "trials": 2,
         "epochs": 2,
-        "insertion": ["plateau"],
+        "insertion": ["sensli"],
+        "growth_timing": ["plateau"],
         "plateau_window": 5,
         "plateau_threshold": [5.0, 10.0],  # always "stalled": growth is certain
         "max_depth": 3,

@@ -18,9 +18,9 @@ def settings(**kw):
 
 def test_policies_from_settings():
     assert trials.build_policy(settings(insertion="none", width_strategy="none")) is None
-    depth_only = trials.build_policy(settings(insertion="plateau"))
+    depth_only = trials.build_policy(settings(insertion="sensli"))
     assert depth_only.width is None and depth_only.depth.max_depth == CFG.search.max_depth
-    both = trials.build_policy(settings(insertion="plateau", width_strategy="tiny"))
+    both = trials.build_policy(settings(insertion="sensli", width_strategy="tiny"))
     assert isinstance(both, DepthWidthPolicy) and both.depth is not None
     width_only = trials.build_policy(settings(insertion="none", width_strategy="random"))
     assert width_only.depth is None
@@ -33,8 +33,8 @@ def test_policies_from_settings():
 def test_width_growth_runs_through_the_trial():
     data = trials.with_validation(trials.load_data(CFG.data))
     s = settings(
-        insertion="none", width_strategy="tiny", epochs=3, plateau_window=5,
-        plateau_threshold=10.0,  # always "stalled": a decision at every check
+        insertion="none", width_strategy="tiny", epochs=3, growth_timing="plateau",
+        plateau_window=5, plateau_threshold=10.0,  # always "stalled": a decision at every check
     )  # fmt: skip
     result = trials.run(CFG.model, data, s, eval_name="val")
     assert result.events and {e.kind for e in result.events} == {"neurons"}
@@ -56,3 +56,17 @@ def test_unknown_width_strategy_is_named():
         validate(
             {"name": "t", "data": {"dataset": "digits"}, "search": {"width_strategy": ["wide"]}}
         )
+
+
+def test_a_schedule_times_the_decisions_by_fractions_of_the_run():
+    data = trials.with_validation(trials.load_data(CFG.data))
+    s = settings(
+        insertion="sensli", width_strategy="tiny", epochs=4, growth_timing="schedule",
+        decisions=3, growth_until=0.75, max_depth=3,
+    )  # fmt: skip
+    policy = trials.build_policy(s)
+    assert policy.trigger.to_dict() == {"kind": "at_fractions", "fractions": [0.25, 0.5, 0.75]}
+    result = trials.run(CFG.model, data, s, eval_name="val")
+    per_epoch = -(-data.n_train // s["batch_size"])
+    assert 1 <= len(result.events) <= 3
+    assert {e.step for e in result.events} <= {per_epoch, 2 * per_epoch, 3 * per_epoch}
