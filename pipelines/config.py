@@ -41,6 +41,8 @@ from growth_core.init import KINDS as INIT_KINDS
 from growth_core.init import Initializer
 from growth_core.spec import ACTIVATIONS, ArchitectureSpec
 
+from .pareto import SELECT_RULES
+
 PositiveInt = Annotated[int, Field(gt=0)]
 PositiveFloat = Annotated[float, Field(gt=0)]
 
@@ -108,10 +110,12 @@ class CandidateGrid(_Section):
 
 class ScreenConfig(_Section):
     candidates: list[CandidateGrid] = [CandidateGrid(kind="gaussian", sigma_w2=[0.5, 1.0, 1.76])]
-    depth: PositiveInt = 24
-    """Depth of the cascade's frozen network (deeper than the depths it is asked about)."""
+    depth: Annotated[int, Field(ge=2)] | None = None
+    """Depth of the cascade's frozen network; default: the deepest the search may grow the
+    model (``search.max_depth`` with layer insertion, else the model's depth), at least 2."""
     width: PositiveInt | None = None
-    """Width of the screened network (default: the input dimension)."""
+    """Width of the screened network, the input randomly projected to it when the data has more
+    features (as bench/screen_validation.py screens MNIST); default: the model's width."""
     epochs: PositiveInt = 10
     """Passes of the decoders over the training data (digits needs about 10; MNIST one)."""
     steps: PositiveInt | None = None
@@ -145,16 +149,19 @@ class SearchConfig(_Section):
     growth_timing: list[Literal["schedule", "plateau"]] = ["schedule"]
     """When growth decisions are made: ``decisions`` of them spread evenly over the first
     ``growth_until`` of the run, or whenever the training loss plateaus."""
-    decisions: PositiveInt = 8
+    decisions: PositiveInt = 4
     growth_until: Annotated[float, Field(gt=0, le=1)] = 0.5
     plateau_threshold: tuple[PositiveFloat, PositiveFloat] = (0.005, 0.05)
     plateau_window: PositiveInt = 20
     width_strategy: list[Literal["none", "tiny", "tiny_update", "gradmax", "random"]] = ["none"]
     """Width growth: neurons added at expressivity bottlenecks (TINY and its peers), or none."""
-    width_ridge: Annotated[float, Field(ge=0)] = 0.0
+    width_ridge: Annotated[float, Field(ge=0)] = 1.0
     """``WidthGrowth.ridge``: shrinkage of ``S2`` when neurons are fitted (0: the paper's)."""
-    width_samples: Literal[SAMPLE_DRAWS] = "fresh"  # type: ignore[valid-type]
+    width_samples: Literal[SAMPLE_DRAWS] = "fixed"  # type: ignore[valid-type]
     """``WidthGrowth.samples``: statistics samples drawn at every decision, or once a run."""
+    width_line_search_samples: PositiveInt | None = 256
+    """``WidthGrowth.line_search_samples``: samples each amplitude of the line search is scored
+    on (``None``: the statistics samples); a decision's largest cost on a small network."""
     max_depth: PositiveInt = 4
     max_params: PositiveInt | None = None
     asha: AshaConfig = AshaConfig()
@@ -173,6 +180,10 @@ class FinalConfig(_Section):
     workers: PositiveInt = 2
     epochs: PositiveInt = 10
     use_gpu: bool | Literal["auto"] = "auto"
+    select: Literal[SELECT_RULES] = "smallest_within"  # type: ignore[valid-type]
+    """Which trial of the search's front the final stage trains: the most accurate, or the
+    smallest whose validation accuracy is within ``tolerance`` of the most accurate."""
+    tolerance: Annotated[float, Field(ge=0, le=1)] = 0.005
 
 
 class PipelineConfig(_Section):

@@ -79,6 +79,7 @@ def run_pipeline(
     ok = False
     try:
         inits = [Initializer.from_dict(i.to_dict()) for i in cfg.screen.initializers()]
+        depth_caps: dict[str, int] = {}
         if "screen" in stages:
             from .screening import run_screen
 
@@ -91,14 +92,16 @@ def run_pipeline(
                     workdir=workdir,
                     advance=advance,
                 )
-            inits = screened.kept
+            inits, depth_caps = screened.kept, screened.depth_caps
             summary["screen"] = {
                 "table": str(screened.table_path),
                 "kept": [i.label for i in inits],
+                "depth_caps": depth_caps,
             }
             console.print(screened.render())
         settings = trials.base_settings(cfg)
         settings["init"] = inits[0].to_dict()
+        settings["max_depth"] = depth_caps.get(inits[0].label, settings["max_depth"])
         if "search" in stages:
             from .search import run_search
 
@@ -106,6 +109,7 @@ def run_pipeline(
                 found = run_search(
                     cfg,
                     inits,
+                    depth_caps,
                     experiment_id=experiment_id,
                     parent_run_id=parent.run_id,
                     storage=workdir / "ray",
@@ -116,6 +120,8 @@ def run_pipeline(
                 "best_val_accuracy": found.best_val_accuracy,
                 "best_trial_run_id": found.best_run_id,
                 "trials": len(found.trials),
+                "front": _log_front(cfg, found, parent, workdir),
+                "selected": found.selected["trial_id"],
             }
             parent.log_metrics({"best_val_accuracy": found.best_val_accuracy}, step=0)
         if "final" in stages:
@@ -127,6 +133,19 @@ def run_pipeline(
         parent.finish(ok)
     _print_summary(console, cfg, summary)
     return summary
+
+
+def _log_front(cfg, found, parent, workdir: Path) -> list[dict[str, Any]]:
+    """The search's trials as ``pareto.parquet`` and ``pareto.png`` on the parent run; returns
+    the front's rows for the summary."""
+    from .pareto import front_table, write_front
+    from .plots import pareto_figure
+
+    table = front_table(found.trials, found.selected["trial_id"])
+    parent.log_file(write_front(table, workdir / "pareto.parquet"))
+    parent.log_figure(pareto_figure(found.trials, found.selected["trial_id"]), "pareto.png")
+    keys = ("trial_id", "val_accuracy", "params", "grows", "selected")
+    return [{k: r[k] for k in keys} for r in table.to_pylist() if r["on_front"]]
 
 
 def _final(cfg, settings, experiment_id, parent, workdir, console) -> dict[str, Any]:
@@ -162,6 +181,7 @@ def _final(cfg, settings, experiment_id, parent, workdir, console) -> dict[str, 
             **metrics,
             "architecture": net.spec.describe(),
             "growth_events": len(events),
+            "growth": [describe_event(e) for e in events],
             "model_uri": model_uri,
             "run_id": run.run_id,
             "checkpoint": str(result.checkpoint_dir),
@@ -170,14 +190,36 @@ def _final(cfg, settings, experiment_id, parent, workdir, console) -> dict[str, 
         run.finish(ok)
 
 
+def describe_event(e) -> str:
+    """One line a person reads: ``step 40: +10 neurons in hidden layer 0 (64-18-10)``."""
+    if e.kind == "neurons":
+        what = f"+{e.details.get('neurons', '?')} neurons in hidden layer {e.position}"
+    else:
+        what = f"a layer inserted at position {e.position}"
+    return f"step {e.step}: {what} ({e.spec_after.describe()})"
+
+
 def _print_summary(console: Console, cfg: PipelineConfig, summary: dict[str, Any]) -> None:
     table = Table(title=f"{cfg.name}: summary")
     table.add_column("what")
     table.add_column("value")
     if "screen" in summary:
-        table.add_row("screened candidates kept", ", ".join(summary["screen"]["kept"]))
+        caps = summary["screen"]["depth_caps"]
+        kept = (f"{label} (depth <= {caps[label]})" for label in summary["screen"]["kept"])
+        table.add_row("screened candidates kept", ", ".join(kept))
     if "search" in summary:
-        table.add_row("best trial (val accuracy)", f"{summary['search']['best_val_accuracy']:.4f}")
+        front = summary["search"]["front"]
+        points = ", ".join(
+            f"{r['val_accuracy']:.3f} @ {r['params']}" + (" (trained)" if r["selected"] else "")
+            for r in front
+        )
+        table.add_row("Pareto front (val accuracy @ params)", points)
+        rule = f"{cfg.final.select}" + (
+            f" (tolerance {cfg.final.tolerance:g})" if cfg.final.select == "smallest_within" else ""
+        )
+        table.add_row(
+            f"trained: {rule}", f"val accuracy {summary['search']['best_val_accuracy']:.4f}"
+        )
     s = summary.get("settings", {})
     if s:
         init = Initializer.from_dict(s["init"]).label
@@ -188,6 +230,8 @@ def _print_summary(console: Console, cfg: PipelineConfig, summary: dict[str, Any
         table.add_row(
             "grown architecture", f"{f['architecture']} ({f['growth_events']} growth events)"
         )
+        for i, line in enumerate(f["growth"]):
+            table.add_row("growth events" if i == 0 else "", line)
         table.add_row("test accuracy", f"{f['test_accuracy']:.4f}")
         table.add_row("training FLOPs", f"{f['flops']:.3g}")
         table.add_row("registered model", f["model_uri"])

@@ -1,14 +1,19 @@
 """Screen stage: one Ray task per candidate initialization, gathered into a Parquet table.
 
-Each task (1 CPU, one torch thread) runs the cascade-reconstruction screen
-(:func:`growth_core.screen.cascade.screen`) on one candidate; the driver joins the rows into a
-pyarrow Table, writes it atomically as ``screen.parquet``, logs it to a child MLflow run with a
-phase diagram, and keeps the ``keep`` candidates the screen finds most trainable (see
-:func:`ranked`: the screen's score, then its reference readout, then mean field's 6 xi_c).
+The screened network is the one the search trains: the model's family, activation and width
+(or ``screen.width``, the input randomly projected to it), as deep as growth may take it
+(:func:`screened_candidate`). Each task (1 CPU, one torch thread) runs the
+cascade-reconstruction screen (:func:`growth_core.screen.cascade.screen`) on one candidate; the
+driver joins the rows into a pyarrow Table, writes it atomically as ``screen.parquet``, logs it
+to a child MLflow run with a phase diagram, and keeps the ``keep`` candidates the screen finds
+most trainable (see :func:`ranked`: the screen's score, then its reference readout, then mean
+field's 6 xi_c). Each kept candidate's decay readout caps its depth in the search
+(:func:`depth_cap`); a candidate whose readout is below the model's starting depth is not kept.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,12 +25,12 @@ from rich.table import Table
 
 from growth_core.data import Dataset
 from growth_core.init import Initializer
-from growth_core.screen import mean_field
+from growth_core.screen import MEAN_FIELD_ACTIVATIONS, mean_field, random_projection
 from growth_core.screen.candidates import Candidate, candidate_row, rows_table, write_table
 from growth_core.screen.cascade import ScreenBudget
 
 from . import trial as trials
-from .config import PipelineConfig
+from .config import PipelineConfig, PipelineError
 from .plots import phase_figure
 from .tracking import RunLogger, tracking_uri
 
@@ -37,11 +42,14 @@ class ScreenStageResult:
     table: pa.Table
     table_path: Path
     kept: list[Initializer]
+    depth_caps: dict[str, int]
+    """Per kept candidate's label, the deepest the search may grow it."""
+    activation: str = "tanh"
 
     def render(self) -> Table:
         t = Table(title="screened candidates (most trainable first)")
         t.add_column("candidate", no_wrap=True)
-        for col in ("decay depth", "reference depth", "crossing depth", "6 xi_c", "kept"):
+        for col in ("decay depth", "reference depth", "crossing depth", "6 xi_c", "depth cap"):
             t.add_column(col)
         kept = {i.label for i in self.kept}
         for row in ranked(self.table):
@@ -51,19 +59,60 @@ class ScreenStageResult:
                 f"{row['decay_depth']:.1f}",
                 str(row["reference_depth"]),
                 f"{row['crossing_depth']:.1f}",
-                _mean_field_depth(init),
-                "yes" if init.label in kept else "",
+                _mean_field_depth(init, self.activation),
+                str(self.depth_caps[init.label]) if init.label in kept else "",
             )
         return t
 
 
 @ray.remote(num_cpus=1)
-def _screen_task(
-    init: dict[str, Any], depth: int, data: Dataset, budget: ScreenBudget, seed: int
-) -> dict:
+def _screen_task(candidate: Candidate, data: Dataset, budget: ScreenBudget) -> dict:
     torch.set_num_threads(1)
-    candidate = Candidate(Initializer.from_dict(init), depth=depth, seed=seed)
     return candidate_row(candidate, data, budget)
+
+
+def screen_depth(cfg: PipelineConfig) -> int:
+    """The cascade's depth: ``screen.depth``, or the deepest the search may grow the model."""
+    if cfg.screen.depth is not None:
+        return cfg.screen.depth
+    start = len(cfg.model.widths)
+    deepest = cfg.search.max_depth if "sensli" in cfg.search.insertion else start
+    return max(2, start, deepest)
+
+
+def screened_candidate(cfg: PipelineConfig, init: Initializer, input_dim: int) -> Candidate:
+    """The network the screen reads for ``init``: the model's family, activation and width (or
+    ``screen.width``), :func:`screen_depth` layers (blocks)."""
+    m = cfg.model
+    width = cfg.screen.width or (
+        (m.width or max(m.widths)) if m.family == "resnet" else m.widths[0]
+    )
+    return Candidate(
+        init,
+        depth=screen_depth(cfg),
+        width=width,
+        residual=m.family == "resnet",
+        seed=cfg.screen.seed,
+        activation=m.activation,
+    )
+
+
+def screened_data(cfg: PipelineConfig, data: Dataset) -> Dataset:
+    """The data as the screen reads it: projected to ``screen.width`` features when it has
+    more (the projection bench/screen_validation.py validated the screen with)."""
+    width = cfg.screen.width
+    if width is None or width >= data.input_dim:
+        return data
+    return random_projection(data, width, seed=cfg.screen.seed)
+
+
+def depth_cap(row: dict[str, Any], start: int, deepest: int) -> int | None:
+    """The deepest the search may grow a candidate: its decay readout, floored, at most
+    ``deepest``; ``None`` when the readout is below the model's ``start`` depth (untrainable
+    as it starts)."""
+    readout = row["decay_depth"]
+    cap = deepest if not math.isfinite(readout) else min(deepest, int(readout))
+    return cap if cap >= start else None
 
 
 def budget_of(cfg: PipelineConfig) -> ScreenBudget:
@@ -81,7 +130,7 @@ def ranked(table: pa.Table) -> list[dict[str, Any]]:
 
     def key(r: dict[str, Any]) -> tuple[float, int, float]:
         init = _initializer(r)
-        six_xi = _six_xi(init)
+        six_xi = _six_xi(init, r.get("activation", "tanh"))
         return r["score"], r["reference_depth"], six_xi if six_xi is not None else 0.0
 
     return sorted(rows, key=key, reverse=True)
@@ -106,12 +155,22 @@ def run_screen(
     ok = False
     try:
         budget = budget_of(cfg)
-        run.log_params({"depth": cfg.screen.depth, "candidates": len(inits), **budget.__dict__})
-        data_ref = ray.put(trials.load_data(cfg.data))
-        pending = {
-            _screen_task.remote(i.to_dict(), cfg.screen.depth, data_ref, budget, cfg.screen.seed): i
-            for i in inits
-        }
+        data = screened_data(cfg, trials.load_data(cfg.data))
+        candidates = {i.label: screened_candidate(cfg, i, data.input_dim) for i in inits}
+        probe = next(iter(candidates.values()))
+        run.log_params(
+            {
+                "depth": probe.depth,
+                "width": probe.width,
+                "activation": probe.activation,
+                "residual": probe.residual,
+                "projected_features": data.input_dim,
+                "candidates": len(inits),
+                **budget.__dict__,
+            }
+        )
+        data_ref = ray.put(data)
+        pending = {_screen_task.remote(candidates[i.label], data_ref, budget): i for i in inits}
         rows_by_label: dict[str, dict] = {}
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1)
@@ -120,10 +179,23 @@ def run_screen(
             advance()
         table = rows_table([rows_by_label[i.label] for i in inits])
         path = write_table(table, workdir / TABLE_FILE)
-        kept = [_initializer(r) for r in ranked(table)[: cfg.screen.keep]]
+        start, deepest = len(cfg.model.widths), probe.depth
+        caps = {}
+        for r in ranked(table):
+            cap = depth_cap(r, start, deepest)
+            if cap is not None and len(caps) < cfg.screen.keep:
+                caps[_initializer(r).label] = cap
+        if not caps:
+            readouts = ", ".join(f"{d:.1f}" for d in table["decay_depth"].to_pylist())
+            raise PipelineError(
+                f"screen: no candidate reads as trainable at the model's starting depth {start} "
+                f"(decay readouts: {readouts})"
+            )
+        order = list(caps)  # most trainable first
+        kept = sorted((i for i in inits if i.label in caps), key=lambda i: order.index(i.label))
         run.log_file(path)
-        run.log_figure(phase_figure(table, cfg.screen.depth), "phase_diagram.png")
-        run.log_json([i.to_dict() for i in kept], "kept.json")
+        run.log_figure(phase_figure(table, probe.depth, probe.activation), "phase_diagram.png")
+        run.log_json([{**i.to_dict(), "max_depth": caps[i.label]} for i in kept], "kept.json")
         run.log_metrics(
             {
                 "screen_flops": sum(table["flops"].to_pylist()),
@@ -132,7 +204,7 @@ def run_screen(
             step=0,
         )
         ok = True
-        return ScreenStageResult(table, path, kept)
+        return ScreenStageResult(table, path, kept, caps, probe.activation)
     finally:
         run.finish(ok)
 
@@ -141,13 +213,18 @@ def _initializer(row: dict[str, Any]) -> Initializer:
     return Initializer(row["kind"], row["sigma_w2"], row["sigma_b2"])
 
 
-def _six_xi(init: Initializer) -> float | None:
-    """Mean field's trainable depth 6 xi_c of a Gaussian initializer (None for others)."""
-    if init.kind != "gaussian" or init.sigma_b2 <= 0:
+def _six_xi(init: Initializer, activation: str = "tanh") -> float | None:
+    """Mean field's trainable depth 6 xi_c of a Gaussian initializer for ``activation``
+    (None for other initializers, activations without a closed form, or where it is not
+    defined)."""
+    if init.kind != "gaussian" or init.sigma_b2 <= 0 or activation not in MEAN_FIELD_ACTIVATIONS:
         return None
-    return float(mean_field.trainable_depth(init.sigma_w2, init.sigma_b2))
+    try:
+        return float(mean_field.trainable_depth(init.sigma_w2, init.sigma_b2, activation))
+    except ValueError:  # e.g. ReLU beyond sigma_w2 = 2: no finite fixed point
+        return None
 
 
-def _mean_field_depth(init: Initializer) -> str:
-    six_xi = _six_xi(init)
+def _mean_field_depth(init: Initializer, activation: str = "tanh") -> str:
+    six_xi = _six_xi(init, activation)
     return "" if six_xi is None else f"{six_xi:.1f}"

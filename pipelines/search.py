@@ -1,8 +1,13 @@
-"""Search stage: Optuna (TPE) through Ray Tune, with ASHA stopping weak trials early.
+"""Search stage: Optuna through Ray Tune, two objectives, ASHA stopping weak trials early.
 
 Each trial is one growing training run (:func:`pipelines.trial.run`) on a validation split,
-reporting validation accuracy after every epoch; the screened initializations are one
-categorical dimension of the space. Every trial is a child MLflow run of the pipeline's run.
+reporting validation accuracy and the network's parameter count after every epoch; the
+screened initializations are one categorical dimension of the space. Optuna's multi-objective
+TPE sampler looks for accuracy up and parameters down (what growth buys is a smaller network:
+parameters are what a user deploys and pays for at inference, and unlike training FLOPs they do
+not favour short runs); ASHA prunes on accuracy alone. The result is the Pareto front
+(:mod:`pipelines.pareto`) and the point ``final.select`` picks from it. Every trial is a child
+MLflow run of the pipeline's run.
 
 Trials only train: each epoch's report carries the history rows and growth events since the
 last one, and a Tune callback in the driver (:class:`_TrialTracker`) writes them to the trial's
@@ -27,12 +32,15 @@ from ray.tune.search.optuna import OptunaSearch
 from growth_core.events import GrowthEvent
 from growth_core.init import Initializer
 
+from . import pareto
 from . import trial as trials
 from .config import PipelineConfig, PipelineError
 from .plots import growth_figure
 from .tracking import RunLogger, history_stride, sampled_rows, tracking_uri
 
 METRIC = "val_accuracy"
+#: The second objective, minimized: the network's parameter count when the trial ends.
+SIZE = "params"
 #: Report keys that carry what the tracker logs (JSON strings), not metrics to compare.
 ROWS_KEY, EVENTS_KEY, SPEC_KEY = "new_history_rows", "new_growth_events", "spec"
 
@@ -40,13 +48,21 @@ ROWS_KEY, EVENTS_KEY, SPEC_KEY = "new_history_rows", "new_growth_events", "spec"
 @dataclass(frozen=True)
 class SearchResult:
     best_settings: dict[str, Any]
+    """The settings of the trial ``final.select`` picked."""
     best_val_accuracy: float
     best_run_id: str
     trials: list[dict[str, Any]]
+    """One row per trial that reported (see :data:`pareto.FRONT_SCHEMA`)."""
+    selected: dict[str, Any]
 
 
-def param_space(cfg: PipelineConfig, inits: list[Initializer]) -> dict[str, Any]:
-    """Tune's search space: the free settings, sampled by Optuna; the rest fixed."""
+def param_space(
+    cfg: PipelineConfig, inits: list[Initializer], depth_caps: dict[str, int] | None = None
+) -> dict[str, Any]:
+    """Tune's search space: the free settings, sampled by Optuna; the rest fixed. Each
+    initializer is a choice with its own depth cap (the screen's readout, else
+    ``search.max_depth``)."""
+    caps = depth_caps or {}
     s = cfg.search
     space: dict[str, Any] = trials.base_settings(cfg)
     space.update(
@@ -55,13 +71,22 @@ def param_space(cfg: PipelineConfig, inits: list[Initializer]) -> dict[str, Any]
         width_strategy=tune.choice(list(s.width_strategy)),
         growth_timing=tune.choice(list(s.growth_timing)),
         plateau_threshold=tune.loguniform(*s.plateau_threshold),
-        init=tune.choice([json.dumps(i.to_dict(), sort_keys=True) for i in inits]),
+        init=tune.choice(
+            [
+                json.dumps(
+                    {**i.to_dict(), "max_depth": caps.get(i.label, s.max_depth)}, sort_keys=True
+                )
+                for i in inits
+            ]
+        ),
     )
     return space
 
 
 def _settings(config: dict[str, Any]) -> dict[str, Any]:
-    return {**config, "init": json.loads(config["init"])}
+    """A trial's settings from its Tune config: the initializer choice carries its depth cap."""
+    init = json.loads(config["init"])
+    return {**config, "max_depth": init.pop("max_depth", config["max_depth"]), "init": init}
 
 
 def _trial(settings: dict[str, Any], cfg_json: str) -> None:
@@ -188,6 +213,7 @@ class _Progress(tune.Callback):
 def run_search(
     cfg: PipelineConfig,
     inits: list[Initializer],
+    depth_caps: dict[str, int] | None = None,
     *,
     experiment_id: str,
     parent_run_id: str,
@@ -196,9 +222,12 @@ def run_search(
 ) -> SearchResult:
     s = cfg.search
     searcher = ConcurrencyLimiter(
-        OptunaSearch(metric=METRIC, mode="max", seed=s.seed), max_concurrent=s.max_concurrent
+        OptunaSearch(metric=[METRIC, SIZE], mode=["max", "min"], seed=s.seed),
+        max_concurrent=s.max_concurrent,
     )
     scheduler = ASHAScheduler(
+        metric=METRIC,
+        mode="max",
         time_attr="training_iteration",
         max_t=s.epochs,
         grace_period=min(s.asha.grace_period, s.epochs),
@@ -210,10 +239,8 @@ def run_search(
     tracker = _TrialTracker(experiment_id, parent_run_id, s.epochs)
     tuner = tune.Tuner(
         trainable,
-        param_space=param_space(cfg, inits),
+        param_space=param_space(cfg, inits, depth_caps),
         tune_config=tune.TuneConfig(
-            metric=METRIC,
-            mode="max",
             search_alg=searcher,
             scheduler=scheduler,
             num_samples=s.trials,
@@ -230,25 +257,30 @@ def run_search(
         first = next((r.error for r in grid if r.error), None)
         cause = str(first).strip().splitlines()[-1] if first else "none reported"
         raise PipelineError(f"search: every trial failed; the first error: {cause}")
-    best = grid.get_best_result(metric=METRIC, mode="max", scope="all")
-    rows = []
+    rows, configs = [], {}
     for r in grid:
-        if r.metrics:
+        if r.metrics and METRIC in r.metrics:
+            trial_id = r.metrics["trial_id"]
+            configs[trial_id] = r.config
             rows.append(
                 {
-                    "trial_id": r.metrics.get("trial_id"),
-                    "mlflow_run_id": tracker.runs.get(r.metrics.get("trial_id")),
-                    "val_accuracy": r.metrics.get(METRIC),
-                    "epochs": r.metrics.get("training_iteration"),
-                    "depth": r.metrics.get("depth"),
-                    "params": r.metrics.get("params"),
+                    "trial_id": trial_id,
+                    "mlflow_run_id": tracker.runs.get(trial_id),
+                    "val_accuracy": r.metrics[METRIC],
+                    "params": r.metrics[SIZE],
                     "flops": r.metrics.get("flops"),
+                    "depth": r.metrics.get("depth"),
+                    "epochs": r.metrics.get("training_iteration"),
+                    "completed": r.metrics.get("training_iteration", 0) >= s.epochs,
+                    "grows": trials.grows(r.config),
                     "trial_seconds": r.metrics.get("trial_seconds"),
                     "setup_seconds": r.metrics.get("setup_seconds"),
                     "lr": r.config["lr"],
                     "insertion": r.config["insertion"],
-                    "init": json.loads(r.config["init"]),
+                    "width_strategy": r.config["width_strategy"],
+                    "init": r.config["init"],
                 }
             )
-    best_run = tracker.runs[best.metrics["trial_id"]]
-    return SearchResult(_settings(best.config), best.metrics[METRIC], best_run, rows)
+    pick = pareto.select(rows, cfg.final.select, cfg.final.tolerance)
+    settings = _settings(configs[pick["trial_id"]])
+    return SearchResult(settings, pick[METRIC], pick["mlflow_run_id"], rows, pick)

@@ -78,11 +78,17 @@ def base_settings(cfg: PipelineConfig) -> dict[str, Any]:
         "width_strategy": s.width_strategy[0],
         "width_ridge": s.width_ridge,
         "width_samples": s.width_samples,
+        "width_line_search_samples": s.width_line_search_samples,
         "max_depth": s.max_depth,
         "max_params": s.max_params,
         "init": Initializer("kaiming").to_dict(),
         "seed": s.seed,
     }
+
+
+def grows(settings: dict[str, Any]) -> bool:
+    """Whether a run's settings let its network grow (depth, width or both)."""
+    return settings["insertion"] != "none" or settings.get("width_strategy", "none") != "none"
 
 
 def build_policy(settings: dict[str, Any]) -> DepthWidthPolicy | None:
@@ -94,10 +100,10 @@ def build_policy(settings: dict[str, Any]) -> DepthWidthPolicy | None:
     (``growth_timing="schedule"``: ``decisions`` spread over the first ``growth_until`` of the
     run) or on loss plateaus.
     """
+    if not grows(settings):
+        return None
     depth_on = settings["insertion"] != "none"
     width_on = settings.get("width_strategy", "none") != "none"
-    if not depth_on and not width_on:
-        return None
     if settings["growth_timing"] == "schedule":
         trigger = AtFractions.evenly(int(settings["decisions"]), float(settings["growth_until"]))
     else:
@@ -110,6 +116,7 @@ def build_policy(settings: dict[str, Any]) -> DepthWidthPolicy | None:
             strategy=settings["width_strategy"],
             ridge=float(settings["width_ridge"]),
             samples=settings["width_samples"],
+            line_search_samples=settings.get("width_line_search_samples"),
         )
     return DepthWidthPolicy(
         trigger,

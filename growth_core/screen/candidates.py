@@ -28,7 +28,7 @@ from ..data import Dataset
 from ..init import Initializer
 from ..io import atomic_write
 from ..nets import Net, build
-from ..spec import ArchitectureSpec
+from ..spec import ACTIVATIONS, ArchitectureSpec
 from .cascade import ScreenBudget, ScreenError, check_int, screen
 
 #: The protocol's activation (Thurn et al. screen tanh networks).
@@ -40,7 +40,7 @@ SCREEN_SCHEMA = pa.schema(
         # the candidate
         ("kind", pa.string()), ("sigma_w2", pa.float64()), ("sigma_b2", pa.float64()),
         ("depth", pa.int64()), ("width", pa.int64()), ("residual", pa.bool_()),
-        ("seed", pa.int64()),
+        ("activation", pa.string()), ("seed", pa.int64()),
         # the cascade's curve and its readouts
         ("kl", pa.list_(pa.float64())), ("curve", pa.list_(pa.float64())),
         ("reference_depth", pa.int64()), ("crossing_depth", pa.float64()),
@@ -64,6 +64,8 @@ class Candidate:
     width: int | None = None
     residual: bool = False
     seed: int = 0
+    activation: str = ACTIVATION
+    """The screened network's activation: the paper's tanh, or the one the search trains."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.initializer, Initializer):
@@ -77,14 +79,19 @@ class Candidate:
         if not isinstance(self.residual, bool):
             raise ScreenError(f"candidate.residual: expected true or false, got {self.residual!r}")
         check_int("candidate.seed", self.seed, 0)
+        if self.activation not in ACTIVATIONS:
+            raise ScreenError(
+                f"candidate.activation: expected one of {', '.join(ACTIVATIONS)}, "
+                f"got {self.activation!r}"
+            )
 
     def spec(self, input_dim: int, output_dim: int) -> ArchitectureSpec:
         """The architecture this candidate screens on data of ``input_dim`` features."""
         width = self.width or input_dim
         widths = (width,) * self.depth
         if self.residual:
-            return ArchitectureSpec(input_dim, output_dim, widths, ACTIVATION, True, width)
-        return ArchitectureSpec(input_dim, output_dim, widths, ACTIVATION)
+            return ArchitectureSpec(input_dim, output_dim, widths, self.activation, True, width)
+        return ArchitectureSpec(input_dim, output_dim, widths, self.activation)
 
     def network(self, data: Dataset) -> Net:
         """The network the screen sees: ``build(spec)`` drawn by the initializer with ``seed``
@@ -115,6 +122,7 @@ def candidate_row(
         "depth": candidate.depth,
         "width": spec.width if spec.residual else spec.widths[0],
         "residual": candidate.residual,
+        "activation": candidate.activation,
         "seed": candidate.seed,
         "kl": list(result.kl),
         "curve": list(result.curve),

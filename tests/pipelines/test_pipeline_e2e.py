@@ -81,3 +81,19 @@ def test_tiny_pipeline_end_to_end(local_ray, tmp_path, monkeypatch):
     logged = c.get_run(final["run_id"]).data.metrics["final_test_accuracy"]
     assert acc == pytest.approx(logged, abs=1e-6)
     assert net.spec.describe() == final["architecture"]
+
+    # the search's Pareto front: a table and a plot on the parent run, the selected trial on it
+    front = pq.read_table(Path(summary["workdir"]) / "pareto.parquet").to_pylist()
+    assert {r["trial_id"] for r in front} == {
+        r.data.tags["trial_id"] for r in children if r.data.tags["stage"] == "search"
+    }
+    assert sum(r["selected"] for r in front) == 1
+    assert {a.path for a in c.list_artifacts(parent_id)} >= {"pareto.parquet", "pareto.png"}
+    assert summary["search"]["front"] and all(r["on_front"] for r in front if r["selected"])
+
+    # the final fit's growth events are in MLflow: a metric step per event and the summary's lines
+    final_run = c.get_run(final["run_id"])
+    assert final["growth_events"] == len(final["growth"]) >= 1
+    depth_steps = c.get_metric_history(final["run_id"], "depth")
+    assert max(m.value for m in depth_steps) > min(m.value for m in depth_steps)
+    assert final_run.info.status == "FINISHED"

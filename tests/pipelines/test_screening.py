@@ -18,3 +18,43 @@ def test_the_screen_ranks_first_and_mean_field_breaks_its_ties():
         [_row(s, 0.0) for s in (0.5, 1.0, 1.76, 4.0)] + [_row(1.0, 0.0, kind="orthogonal")]
     )
     assert [r["sigma_w2"] for r in ranked(flat)][:2] == [1.76, 4.0]
+
+
+def test_the_screen_reads_the_network_the_search_trains():
+    from growth_core.init import Initializer
+    from growth_core.screen.candidates import candidate_row
+    from growth_core.screen.cascade import ScreenBudget
+    from pipelines import trial as trials
+    from pipelines.config import validate
+    from pipelines.screening import screen_depth, screened_candidate, screened_data
+
+    cfg = validate(
+        {
+            "name": "s",
+            "data": {"dataset": "digits"},
+            "model": {"activation": "relu", "widths": [8]},
+            "screen": {"width": 16},
+            "search": {"max_depth": 3, "insertion": ["sensli", "none"]},
+        }
+    )
+    data = screened_data(cfg, trials.load_data(cfg.data))
+    assert data.input_dim == 16  # 64 pixels projected to screen.width features
+    candidate = screened_candidate(cfg, Initializer("kaiming"), data.input_dim)
+    assert (candidate.depth, candidate.width, candidate.activation) == (3, 16, "relu")
+    row = candidate_row(candidate, data, ScreenBudget(max_steps=2, eval_images=50))
+    assert (row["width"], row["depth"], row["activation"]) == (16, 3, "relu")
+    assert len(row["curve"]) == 3
+    # without screen.width: the model's own width on the raw input; depth as growth may go
+    plain = validate({**cfg.model_dump(), "screen": {}, "search": {"insertion": ["none"]}})
+    assert screened_data(plain, trials.load_data(cfg.data)).input_dim == 64
+    assert screened_candidate(plain, Initializer(), 64).width == 8
+    assert screen_depth(plain) == 2  # no insertion: the starting depth, at least 2
+
+
+def test_the_decay_readout_caps_the_depth_and_drops_untrainable_candidates():
+    from pipelines.screening import depth_cap
+
+    assert depth_cap({"decay_depth": 2.7}, start=1, deepest=4) == 2
+    assert depth_cap({"decay_depth": 9.0}, start=1, deepest=4) == 4
+    assert depth_cap({"decay_depth": float("inf")}, start=2, deepest=4) == 4
+    assert depth_cap({"decay_depth": 1.5}, start=2, deepest=4) is None
