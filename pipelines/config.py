@@ -136,6 +136,23 @@ class AshaConfig(_Section):
     reduction_factor: Annotated[int, Field(ge=2)] = 2
 
 
+class ArchitectureSpace(_Section):
+    """Fixed architectures as search dimensions: every trial starts from ``depth`` hidden
+    layers of ``width`` units, depth uniform and width log-uniform within the bounds (the
+    fixed-architecture search the growth pipeline is compared with)."""
+
+    depth: tuple[PositiveInt, PositiveInt] = (1, 3)
+    width: tuple[PositiveInt, PositiveInt] = (16, 512)
+
+    @model_validator(mode="after")
+    def _ordered_bounds(self) -> ArchitectureSpace:
+        for name in ("depth", "width"):
+            low, high = getattr(self, name)
+            if low > high:
+                raise ValueError(f"{name}: lower bound {low} above upper bound {high}")
+        return self
+
+
 class SearchConfig(_Section):
     trials: PositiveInt = 8
     max_concurrent: PositiveInt = 2
@@ -164,6 +181,8 @@ class SearchConfig(_Section):
     on (``None``: the statistics samples); a decision's largest cost on a small network."""
     max_depth: PositiveInt = 4
     max_params: PositiveInt | None = None
+    architecture: ArchitectureSpace | None = None
+    """Search the starting architecture too (``None``: every trial starts from the model's)."""
     asha: AshaConfig = AshaConfig()
     seed: int = 0
 

@@ -18,11 +18,14 @@ tracking store (on SQLite that alone took 1.5 s a trial) and never draws a plot.
 from __future__ import annotations
 
 import json
+import os
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import optuna
 import torch
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler
@@ -70,6 +73,7 @@ def param_space(
         insertion=tune.choice(list(s.insertion)),
         width_strategy=tune.choice(list(s.width_strategy)),
         growth_timing=tune.choice(list(s.growth_timing)),
+        **architecture_space(s),
         plateau_threshold=tune.loguniform(*s.plateau_threshold),
         init=tune.choice(
             [
@@ -81,6 +85,17 @@ def param_space(
         ),
     )
     return space
+
+
+def architecture_space(s) -> dict[str, Any]:
+    """The starting depth and width as dimensions, when ``search.architecture`` asks for them."""
+    if s.architecture is None:
+        return {}
+    (d_low, d_high), (w_low, w_high) = s.architecture.depth, s.architecture.width
+    return {
+        "start_depth": tune.randint(d_low, d_high + 1),
+        "start_width": tune.lograndint(w_low, w_high + 1),
+    }
 
 
 def _settings(config: dict[str, Any]) -> dict[str, Any]:
@@ -210,6 +225,24 @@ class _Progress(tune.Callback):
         self.advance()
 
 
+@contextmanager
+def _quiet_tune():
+    """Tune's and Optuna's own banners off: the pipeline prints its progress bars and tables.
+    ``RAY_AIR_NEW_OUTPUT=0`` selects Tune's older reporter, which ``verbose=0`` silences."""
+    before = os.environ.get("RAY_AIR_NEW_OUTPUT")
+    os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
+    optuna_level = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        yield
+    finally:
+        optuna.logging.set_verbosity(optuna_level)
+        if before is None:
+            os.environ.pop("RAY_AIR_NEW_OUTPUT", None)
+        else:
+            os.environ["RAY_AIR_NEW_OUTPUT"] = before
+
+
 def run_search(
     cfg: PipelineConfig,
     inits: list[Initializer],
@@ -252,7 +285,8 @@ def run_search(
             callbacks=[_Progress(advance), tracker],
         ),
     )
-    grid = tuner.fit()
+    with _quiet_tune():
+        grid = tuner.fit()
     if not any(r.metrics and METRIC in r.metrics for r in grid):
         first = next((r.error for r in grid if r.error), None)
         cause = str(first).strip().splitlines()[-1] if first else "none reported"

@@ -127,8 +127,17 @@ def build_policy(settings: dict[str, Any]) -> DepthWidthPolicy | None:
     )
 
 
+def start_model(model: ModelConfig, settings: dict[str, Any]) -> ModelConfig:
+    """The model a run starts from: the configured one, or ``start_depth`` layers of
+    ``start_width`` units when the search sampled the architecture."""
+    if "start_depth" not in settings:
+        return model
+    widths = [int(settings["start_width"])] * int(settings["start_depth"])
+    return model.model_copy(update={"widths": widths})
+
+
 def build_net(model: ModelConfig, data: Dataset, settings: dict[str, Any]) -> Net:
-    spec = model.spec(data.input_dim, data.num_classes)
+    spec = start_model(model, settings).spec(data.input_dim, data.num_classes)
     init = Initializer.from_dict(settings["init"])
     return init.apply_on(build(spec), seed=settings["seed"], inputs=data.x_train)
 

@@ -70,3 +70,25 @@ def test_a_schedule_times_the_decisions_by_fractions_of_the_run():
     per_epoch = -(-data.n_train // s["batch_size"])
     assert 1 <= len(result.events) <= 3
     assert {e.step for e in result.events} <= {per_epoch, 2 * per_epoch, 3 * per_epoch}
+
+
+def test_a_searched_architecture_is_where_the_run_starts():
+    from pipelines.search import param_space
+
+    cfg = validate(
+        {
+            "name": "f",
+            "data": {"dataset": "digits"},
+            "search": {"architecture": {"depth": [1, 3], "width": [16, 512]}},
+        }
+    )
+    space = param_space(cfg, [Initializer("kaiming")])
+    assert (space["start_depth"].lower, space["start_depth"].upper) == (1, 4)
+    assert (space["start_width"].lower, space["start_width"].upper) == (16, 513)
+    data = trials.load_data(cfg.data)
+    net = trials.build_net(cfg.model, data, settings(start_depth=2, start_width=40))
+    assert net.spec.widths == (40, 40)
+    assert "start_depth" not in param_space(CFG, [Initializer("kaiming")])
+    with pytest.raises(ConfigError, match="search.architecture"):
+        validate({"name": "f", "data": {"dataset": "digits"},
+                  "search": {"architecture": {"width": [64, 16]}}})  # fmt: skip
