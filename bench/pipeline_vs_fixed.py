@@ -38,7 +38,7 @@ from rich.console import Console
 from growth_core.flops import parameter_count
 from pipelines.config import load_config
 from pipelines.pareto import hypervolume
-from pipelines.pipeline import run_pipeline
+from pipelines.pipeline import init_ray, run_pipeline
 
 NAME = "pipeline_vs_fixed"
 CONFIGS = _common.ROOT / "pipelines" / "configs"
@@ -172,6 +172,7 @@ def main() -> None:
     p.add_argument("--datasets", default=None, help="comma-separated: digits,mnist")
     args = p.parse_args()
     _common.setup()
+    init_ray()  # here, not in a scratch folder: Ray's workers keep the folder it started in
     datasets = (args.datasets or ("digits" if args.quick else "digits,mnist")).split(",")
     seeds = args.seeds or (1 if args.quick else 3)
     runs = []

@@ -179,7 +179,7 @@ def run_screen(
             advance()
         table = rows_table([rows_by_label[i.label] for i in inits])
         path = write_table(table, workdir / TABLE_FILE)
-        start, deepest = len(cfg.model.widths), probe.depth
+        start, deepest = len(cfg.model.widths), min(probe.depth, cfg.search.max_depth)
         caps = {}
         for r in ranked(table):
             cap = depth_cap(r, start, deepest)
