@@ -83,7 +83,7 @@ def test_pipeline_job_on_a_two_node_cluster(tmp_path):
             "excludes": [".venv", "runs", "mlartifacts", "mlflow.db", ".git", "bench/results"],
             "env_vars": {"MLFLOW_TRACKING_URI": uri, "RAY_AUTH_MODE": "disabled"},
         }
-        for _ in range(6):  # on a loaded machine the head's job agent can come up late
+        for _ in range(24):  # on a loaded machine the head's job agent can come up late (2 min)
             job = subprocess.run(
                 [BIN / "ray", "job", "submit", "--address", f"http://127.0.0.1:{dashboard}",
                  "--working-dir", str(ROOT), "--runtime-env-json", json.dumps(runtime_env),
