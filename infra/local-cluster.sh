@@ -10,6 +10,10 @@ set -euo pipefail
 RAY=${RAY:-.venv/bin/ray}
 PORT=${RAY_PORT:-6380}
 DASHBOARD_PORT=${RAY_DASHBOARD_PORT:-8265}
+# Each node's dashboard agent (the head's runs the Jobs API) listens on a port of its own: Ray's
+# default, 52365 for every node, collides with the worker node and with any other Ray on the host.
+AGENT_PORT=${RAY_AGENT_PORT:-52365}
+WORKER_AGENT_PORT=${RAY_WORKER_AGENT_PORT:-$((AGENT_PORT + 1))}
 OBJECT_STORE=${RAY_OBJECT_STORE:-1000000000}
 CPUS_PER_NODE=${RAY_CPUS_PER_NODE:-1}
 export RAY_AUTH_MODE=${RAY_AUTH_MODE:-disabled}
@@ -41,11 +45,13 @@ case "${1:-}" in
     mkdir -p "$TEMP_DIR"
     "$RAY" start --head --node-ip-address=127.0.0.1 --port="$PORT" \
       --dashboard-host=127.0.0.1 --dashboard-port="$DASHBOARD_PORT" \
+      --dashboard-agent-listen-port="$AGENT_PORT" \
       --object-store-memory="$OBJECT_STORE" --num-cpus="$CPUS_PER_NODE" \
       --temp-dir="$TEMP_DIR" --disable-usage-stats >"$TEMP_DIR/head.log" 2>&1
     # its own temp dir: two nodes of one host sharing one would unpack a job's working_dir
     # into the same folder, and one node's cleanup pulls it from under the other's driver
     "$RAY" start --address="127.0.0.1:$PORT" --node-ip-address=127.0.0.1 \
+      --dashboard-agent-listen-port="$WORKER_AGENT_PORT" \
       --object-store-memory="$OBJECT_STORE" --num-cpus="$CPUS_PER_NODE" \
       --temp-dir="$TEMP_DIR-w" --disable-usage-stats >"$TEMP_DIR/worker.log" 2>&1
     for _ in $(seq 60); do  # until the worker node has registered with the head

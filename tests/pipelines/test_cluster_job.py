@@ -63,6 +63,8 @@ def test_pipeline_job_on_a_two_node_cluster(tmp_path):
         "RAY": str(BIN / "ray"),
         "RAY_PORT": str(port),
         "RAY_DASHBOARD_PORT": str(dashboard),
+        "RAY_AGENT_PORT": str(free_port()),
+        "RAY_WORKER_AGENT_PORT": str(free_port()),
         "RAY_CLUSTER_TEMP": str(temp),
         "RAY_AUTH_MODE": "disabled",
         "PATH": f"{BIN}:{os.environ['PATH']}",
