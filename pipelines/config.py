@@ -60,6 +60,15 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _ordered(section: Any, *names: str) -> Any:
+    """``section`` if each ``(low, high)`` pair it names has ``low <= high``."""
+    for name in names:
+        low, high = getattr(section, name)
+        if low > high:
+            raise ValueError(f"{name}: lower bound {low} above upper bound {high}")
+    return section
+
+
 class DataConfig(_Section):
     dataset: Literal[DATASETS]  # type: ignore[valid-type]
     path: str | None = None
@@ -146,11 +155,7 @@ class ArchitectureSpace(_Section):
 
     @model_validator(mode="after")
     def _ordered_bounds(self) -> ArchitectureSpace:
-        for name in ("depth", "width"):
-            low, high = getattr(self, name)
-            if low > high:
-                raise ValueError(f"{name}: lower bound {low} above upper bound {high}")
-        return self
+        return _ordered(self, "depth", "width")
 
 
 class SearchConfig(_Section):
@@ -188,11 +193,7 @@ class SearchConfig(_Section):
 
     @model_validator(mode="after")
     def _ordered_bounds(self) -> SearchConfig:
-        for name in ("lr", "plateau_threshold"):
-            low, high = getattr(self, name)
-            if low > high:
-                raise ValueError(f"{name}: lower bound {low} above upper bound {high}")
-        return self
+        return _ordered(self, "lr", "plateau_threshold")
 
 
 class FinalConfig(_Section):
