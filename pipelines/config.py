@@ -30,7 +30,7 @@ from __future__ import annotations
 import itertools
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -60,13 +60,18 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-def _ordered(section: Any, *names: str) -> Any:
-    """``section`` if each ``(low, high)`` pair it names has ``low <= high``."""
-    for name in names:
-        low, high = getattr(section, name)
-        if low > high:
-            raise ValueError(f"{name}: lower bound {low} above upper bound {high}")
-    return section
+class _Bounded(_Section):
+    """A section whose ``(low, high)`` fields named in ``bounds`` must have ``low <= high``."""
+
+    bounds: ClassVar[tuple[str, ...]] = ()
+
+    @model_validator(mode="after")
+    def _ordered_bounds(self) -> _Bounded:
+        for name in self.bounds:
+            low, high = getattr(self, name)
+            if low > high:
+                raise ValueError(f"{name}: lower bound {low} above upper bound {high}")
+        return self
 
 
 class DataConfig(_Section):
@@ -145,20 +150,18 @@ class AshaConfig(_Section):
     reduction_factor: Annotated[int, Field(ge=2)] = 2
 
 
-class ArchitectureSpace(_Section):
+class ArchitectureSpace(_Bounded):
     """Fixed architectures as search dimensions: every trial starts from ``depth`` hidden
     layers of ``width`` units, depth uniform and width log-uniform within the bounds (the
     fixed-architecture search the growth pipeline is compared with)."""
 
+    bounds = ("depth", "width")
     depth: tuple[PositiveInt, PositiveInt] = (1, 3)
     width: tuple[PositiveInt, PositiveInt] = (16, 512)
 
-    @model_validator(mode="after")
-    def _ordered_bounds(self) -> ArchitectureSpace:
-        return _ordered(self, "depth", "width")
 
-
-class SearchConfig(_Section):
+class SearchConfig(_Bounded):
+    bounds = ("lr", "plateau_threshold")
     trials: PositiveInt = 8
     max_concurrent: PositiveInt = 2
     lr: tuple[PositiveFloat, PositiveFloat] = (1e-3, 3e-2)
@@ -190,10 +193,6 @@ class SearchConfig(_Section):
     """Search the starting architecture too (``None``: every trial starts from the model's)."""
     asha: AshaConfig = AshaConfig()
     seed: int = 0
-
-    @model_validator(mode="after")
-    def _ordered_bounds(self) -> SearchConfig:
-        return _ordered(self, "lr", "plateau_threshold")
 
 
 class FinalConfig(_Section):
