@@ -25,6 +25,7 @@ of 3 epochs.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import statistics
 import tempfile
@@ -167,10 +168,47 @@ def summarize(runs: list[dict]) -> tuple[list[dict], dict]:
     return rows, summary
 
 
+def plot(runs: list[dict], path: Path) -> Path:
+    """Test accuracy against parameters, one panel per dataset, each run a point, each row a
+    colour; a marker's area grows with the run's total training FLOPs (within its panel)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from growth_core.io import atomic_write
+
+    datasets = sorted({r["dataset"] for r in runs})
+    fig, axes = plt.subplots(1, len(datasets), figsize=(5.2 * len(datasets), 3.9), squeeze=False)
+    for ax, dataset in zip(axes[0], datasets, strict=True):
+        top = max(r["flops"] for r in runs if r["dataset"] == dataset)
+        for i, name in enumerate(ROWS):
+            rs = [r for r in runs if r["dataset"] == dataset and r["row"] == name]
+            if rs:
+                ax.scatter(
+                    [r["params"] for r in rs],
+                    [r["test_accuracy"] for r in rs],
+                    s=[20 + 300 * r["flops"] / top for r in rs],
+                    color=f"C{i}",
+                    alpha=0.8,
+                    label=f"{name} ({statistics.fmean(r['flops'] for r in rs) / 1e9:.3g} GFLOPs)",
+                )
+        ax.set(xscale="log", xlabel="final parameters", ylabel="test accuracy", title=dataset)
+        ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
+    return path
+
+
 def main() -> None:
     p = _common.parser(NAME, __doc__)
     p.add_argument("--datasets", default=None, help="comma-separated: digits,mnist")
+    p.add_argument("--replot", type=Path, default=None, help="only draw the plot of a results JSON")
     args = p.parse_args()
+    if args.replot:
+        runs = json.loads(args.replot.read_text())["config"]["runs"]
+        print("wrote", plot(runs, args.replot.with_suffix(".png")))
+        return
     _common.setup()
     init_ray()  # here, not in a scratch folder: Ray's workers keep the folder it started in
     datasets = (args.datasets or ("digits" if args.quick else "digits,mnist")).split(",")
@@ -190,7 +228,8 @@ def main() -> None:
     print(_common.markdown_table(rows, cols))
     print({k: round(v, 3) for k, v in summary.items()})
     config = {"datasets": datasets, "seeds": seeds, "quick": args.quick, "runs": runs}
-    print("wrote", _common.write_result(NAME, args.out, config, rows, summary))
+    out = _common.write_result(NAME, args.out, config, rows, summary)
+    print("wrote", out, plot(runs, out.with_suffix(".png")))
 
 
 if __name__ == "__main__":
