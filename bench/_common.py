@@ -41,6 +41,18 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
     return statistics.fmean(values), statistics.stdev(values)
 
 
+def averaged(runs: Sequence[dict[str, Any]], accuracy: str, **columns: Any) -> dict[str, Any]:
+    """One table row from a row's runs: ``accuracy`` as mean and ``<accuracy>_std``, then each
+    column as the mean of ``runs[i][source] / divisor``; a column's value is its source key, or
+    ``(source, divisor)``."""
+    acc, acc_sd = mean_std([r[accuracy] for r in runs])
+    row = {accuracy: acc, f"{accuracy}_std": acc_sd}
+    for name, how in columns.items():
+        source, divisor = (how, 1) if isinstance(how, str) else how
+        row[name] = statistics.fmean(r[source] for r in runs) / divisor
+    return row
+
+
 def markdown_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
     def fmt(v: Any) -> str:
         if isinstance(v, float):

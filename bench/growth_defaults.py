@@ -12,8 +12,6 @@ statistics and line searches included), growth events. Summary keys: the chosen 
 
 from __future__ import annotations
 
-import statistics
-
 import _common
 import torch
 
@@ -80,18 +78,10 @@ def main() -> None:
     rows = []
     for name, (widths, extra) in rows_spec.items():
         runs = [run(widths, {**base, **extra}, seed, data, cfg) for seed in range(seeds)]
-        acc, acc_sd = _common.mean_std([r["val_accuracy"] for r in runs])
-        rows.append(
-            {
-                "row": name,
-                "val_accuracy": acc,
-                "val_accuracy_std": acc_sd,
-                "params": statistics.fmean(r["params"] for r in runs),
-                "mflops": statistics.fmean(r["flops"] for r in runs) / 1e6,
-                "events": statistics.fmean(r["events"] for r in runs),
-                "architectures": [r["architecture"] for r in runs],
-            }
+        means = _common.averaged(
+            runs, "val_accuracy", params="params", mflops=("flops", 1e6), events="events"
         )
+        rows.append({"row": name, **means, "architectures": [r["architecture"] for r in runs]})
     by = {r["row"]: r for r in rows}
     best_fixed = max(
         (r for r in rows if r["row"].startswith("fixed")), key=lambda r: r["val_accuracy"]

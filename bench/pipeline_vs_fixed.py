@@ -137,16 +137,14 @@ def summarize(runs: list[dict]) -> tuple[list[dict], dict]:
             rs = [r for r in runs if r["dataset"] == dataset and r["row"] == name]
             if not rs:
                 continue
-            acc, acc_sd = _common.mean_std([r["test_accuracy"] for r in rs])
+            means = _common.averaged(
+                rs, "test_accuracy", params="params", gflops=("flops", 1e9), seconds="seconds"
+            )
             hv = [r["hypervolume"] for r in rs if r["hypervolume"] is not None]
             by[name] = row = {
                 "dataset": dataset,
                 "row": name,
-                "test_accuracy": acc,
-                "test_accuracy_std": acc_sd,
-                "params": statistics.fmean(r["params"] for r in rs),
-                "gflops": statistics.fmean(r["flops"] for r in rs) / 1e9,
-                "seconds": statistics.fmean(r["seconds"] for r in rs),
+                **means,
                 "hypervolume": statistics.fmean(hv) if hv else None,
                 "architectures": [r["architecture"] for r in rs],
             }

@@ -9,6 +9,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any
 
+from .._checks import require_int
 from ..events import TrainingState
 
 
@@ -56,8 +57,7 @@ class AtFractions(Trigger):
 
     @classmethod
     def evenly(cls, decisions: int, until: float = 1.0) -> AtFractions:
-        if isinstance(decisions, bool) or not isinstance(decisions, int) or decisions < 1:
-            raise ValueError(f"decisions: expected an integer >= 1, got {decisions!r}")
+        require_int("decisions", decisions, 1)
         return cls(tuple(until * k / decisions for k in range(1, decisions + 1)))
 
     def steps(self, total_steps: int) -> frozenset[int]:
