@@ -1,16 +1,25 @@
 """Does the cascade screen predict which networks train? Held against real training.
 
-Candidates: tanh MLPs, ``W ~ N(0, sigma_w^2 / fan_in)``, ``b ~ N(0, 0.05)``, hidden layers as wide
-as the input, on scikit-learn's digits (64 features) and on MNIST randomly projected to
-``MNIST_WIDTH`` features (:func:`growth_core.screen.random_projection`; width 784 on one thread
-would take hours for the ground truth alone), on a grid of ``SIGMA_W2`` by ``DEPTHS``.
+Candidates: MLPs, ``W ~ N(0, sigma_w^2 / fan_in)``, ``b ~ N(0, 0.05)``, hidden layers as wide
+as the input, on a grid of ``SIGMA_W2`` by ``DEPTHS``. Rows (:data:`ROWS`): ``digits`` and
+``mnist``, tanh (the paper's activation) on scikit-learn's digits (64 features) and on MNIST
+randomly projected to ``MNIST_WIDTH`` features (:func:`growth_core.screen.random_projection`;
+width 784 on one thread would take hours for the ground truth alone); ``digits_relu``, ReLU (the
+activation the configs train) on digits, drawn with the same weights as the ``digits`` row.
 
 Ground truth: every (sigma_w^2, depth, seed) network is trained with ``TRAIN`` (Adam, lr 1e-3,
 batch 128, ``TRAIN.steps`` steps, the same batches for all); it is *trainable* when its test
 accuracy exceeds ``TRAINABLE_ACCURACY`` (chance is 0.1, a shallow net reaches about 0.95). The
 networks of one depth train together as one stacked ensemble (one batched product per layer,
 one Adam over the stacked weights), which is exactly each network's own training, checked
-against :class:`~growth_core.train.Trainer` at start-up.
+against :class:`~growth_core.train.Trainer` at start-up (for every activation run).
+
+For ReLU the label means the same (trains to above 0.5 in 500 Adam steps), but the phases
+differ: below ``sigma_w^2 = 2`` the signal's variance settles and inputs grow alike with depth
+(the ordered phase, ``xi_c = -1 / log(sigma_w^2 / 2)``); above it every layer multiplies the
+variance by ``sigma_w^2 / 2`` (exploding forward, no chaotic phase with a finite ``q*``); 2 is
+He's initialization and ReLU's critical point. The cascade's decoders stay tanh (the screen's
+own), with the output scale fitted to the ReLU representations they reconstruct.
 
 The screen: for each (sigma_w^2, seed) one cascade on a ``SCREEN_DEPTH``-layer network, deeper
 than every depth asked about, read at every depth ``L``. The network of depth ``L`` drawn with a
@@ -24,7 +33,11 @@ Scores of a cell (higher: more trainable), each held against the label by ROC AU
 - ``screen (reference)``: ``log(reference depth / L)``, the reference's saturation readout;
 - ``screen (crossing)``: ``log(crossing depth / L)``, the noise-robust readout;
 - ``normalized KL at L``: minus the normalized curve at depth ``L`` (how close to saturation);
-- ``mean field``: ``log(6 xi_c / L)`` (Schoenholz et al. 2017);
+- ``mean field``: ``log(6 xi_c / L)`` (Schoenholz et al. 2017) for the row's activation, where
+  ``xi_c`` exists (:func:`six_xi_c`); elsewhere (ReLU at ``sigma_w^2 >= 2``, where ``q*``
+  diverges) the cell has no mean-field score: blank in the tables, ``null`` in the JSON, and
+  ``auc_mean_field`` is over the cells that have one (``mean_field_cells``: their share;
+  ``auc_screen_where_mean_field``: the screen on the same cells);
 - the zero-cost proxies of :mod:`growth_core.screen.proxies` on the depth-``L`` network.
 
 Depth readouts are floored at one layer before the log. Spearman: each depth predictor against
@@ -33,13 +46,20 @@ bootstrap over the (sigma_w^2, seed) columns, each column keeping all its depths
 gives them all). Cost ratio: the screen's FLOPs (every cascade) over the ground truth's (every
 training step of every cell); both are fixed by the budgets below, chosen so the screen costs
 under 5% of the training it stands in for.
+
+``--rows digits_relu`` runs some rows; the others are kept from the results file (``--out``),
+which must have been made on the same grid, and the plot is redrawn with every row. The
+bootstrap draws from one generator seeded 0, row after row in :data:`ROWS` order among the rows
+run. ``summary["seconds"]`` adds up the runs that wrote the file.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import _common
 import numpy as np
@@ -52,11 +72,13 @@ from torch import Tensor
 from growth_core import data as datasets
 from growth_core.flops import train_step_flops
 from growth_core.init import Initializer
-from growth_core.nets import MLP
+from growth_core.nets import MLP, activation_fn
 from growth_core.screen import (
+    MEAN_FIELD_ACTIVATIONS,
     Candidate,
     ScreenBudget,
     proxy_columns,
+    q_star,
     random_projection,
     screen,
     trainable_depth,
@@ -64,7 +86,24 @@ from growth_core.screen import (
 from growth_core.train import TrainConfig, Trainer
 
 NAME = "screen_validation"
-#: Schoenholz et al.'s and the reference's bias variance; the critical sigma_w^2 is about 1.76.
+
+
+@dataclass(frozen=True)
+class Row:
+    """One row of the results: networks with ``activation`` on ``dataset``."""
+
+    dataset: str  # "digits" or "mnist": the data, its width and its screen budget
+    activation: str
+
+
+#: The rows, by the name the JSON, the tables and ``--rows`` use (the tables' ``dataset`` column).
+ROWS = {
+    "digits": Row("digits", "tanh"),
+    "mnist": Row("mnist", "tanh"),
+    "digits_relu": Row("digits", "relu"),
+}
+#: Schoenholz et al.'s and the reference's bias variance; the critical sigma_w^2 is about 1.76
+#: for tanh, 2 for ReLU.
 SIGMA_B2 = 0.05
 SIGMA_W2 = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0, 2.5, 3.0, 4.0)
 #: Roughly geometric, around the trainability boundary (6 xi_c is 7 at sigma_w^2 = 0.5, 22 at 1,
@@ -86,8 +125,9 @@ SCREEN_BUDGETS = {
     "mnist": ScreenBudget(max_steps=420, batch_size=16, eval_images=100),
 }
 PROXIES = ("params", "grad_norm", "naswot", "log_synflow")
+MEAN_FIELD = "mean field 6 xi_c"
 #: The readouts that predict a depth (their score is log(depth / L)).
-DEPTH_READOUTS = ("screen (decay)", "screen (reference)", "screen (crossing)", "mean field 6 xi_c")
+DEPTH_READOUTS = ("screen (decay)", "screen (reference)", "screen (crossing)", MEAN_FIELD)
 #: Their short names in the per-sigma table.
 READOUT_KEYS = ("decay", "reference", "crossing", "mean_field")
 #: The screen's own readout, the one ``auc_screen`` reports (``entropy.decay_depth``).
@@ -130,13 +170,14 @@ QUICK = Grid(
 
 
 class Ensemble(torch.nn.Module):
-    """Tanh MLPs of one architecture trained as one: layer ``l`` of every member is one stacked
+    """MLPs of one architecture trained as one: layer ``l`` of every member is one stacked
     ``(members, fan_in, fan_out)`` weight. The loss is the sum of the members' mean
     cross-entropies, so each member gets exactly its own gradient, and Adam, element-wise,
     steps each as its own optimizer would."""
 
     def __init__(self, nets: list[MLP]) -> None:
         super().__init__()
+        self.act = activation_fn(nets[0].spec.activation)
         layers = [net.linear_layers() for net in nets]
         self.weights = torch.nn.ParameterList(
             torch.stack([m[k].weight.detach().T for m in layers]).contiguous()
@@ -149,9 +190,9 @@ class Ensemble(torch.nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """``x`` ``(batch, input_dim)`` to logits ``(members, batch, classes)``."""
-        h = torch.matmul(x, self.weights[0]).add_(self.biases[0]).tanh_()
+        h = self.act(torch.matmul(x, self.weights[0]).add_(self.biases[0]))
         for weight, bias in zip(self.weights[1:-1], self.biases[1:-1], strict=True):
-            h = torch.baddbmm(bias, h, weight).tanh_()
+            h = self.act(torch.baddbmm(bias, h, weight))
         return torch.baddbmm(self.biases[-1], h, self.weights[-1])
 
 
@@ -180,11 +221,11 @@ def test_accuracy(model: Ensemble, data: datasets.Dataset) -> list[float]:
     return correct.double().mean(1).tolist()
 
 
-def check_ensemble_matches_trainer(data: datasets.Dataset) -> float:
-    """The largest gap in test logits between :class:`Trainer` and the ensemble, two nets, 30
-    steps; fails loudly above 1e-3."""
+def check_ensemble_matches_trainer(data: datasets.Dataset, activation: str) -> float:
+    """The largest gap in test logits between :class:`Trainer` and the ensemble, two nets with
+    ``activation``, 30 steps; fails loudly above 1e-3."""
     config = TrainConfig(steps=30, lr=1e-3, optimizer="adam", batch_size=128, seed=0)
-    candidates = [Candidate(Initializer("gaussian", s, SIGMA_B2), depth=3, seed=1) for s in (1, 3)]
+    candidates = [_candidate(s, 3, 1, activation) for s in (1, 3)]
     nets = [c.network(data) for c in candidates]
     model = Ensemble(nets)
     fit_ensemble(model, data, config)
@@ -196,18 +237,21 @@ def check_ensemble_matches_trainer(data: datasets.Dataset) -> float:
         with torch.no_grad():
             gap = max(gap, float((net(data.x_test) - ensemble_logits[k]).abs().max()))
     if gap > 1e-3:
-        raise RuntimeError(f"the ensemble departs from Trainer by {gap:g} in the test logits")
+        raise RuntimeError(
+            f"the {activation} ensemble departs from Trainer by {gap:g} in the test logits"
+        )
     return gap
 
 
-def ground_truth(data: datasets.Dataset, grid: Grid) -> tuple[np.ndarray, int]:
+def ground_truth(data: datasets.Dataset, grid: Grid, activation: str) -> tuple[np.ndarray, int]:
     """Test accuracy of every cell, ``(sigma_w2, depth, seed)``, and the training FLOPs."""
     accuracy = np.zeros((len(grid.sigma_w2), len(grid.depths), grid.seeds))
     flops = 0
     for j, depth in enumerate(grid.depths):
         cells = [(i, k) for i in range(len(grid.sigma_w2)) for k in range(grid.seeds)]
         nets = [
-            _candidate(grid.sigma_w2[i], depth, grid.first_seed + k).network(data) for i, k in cells
+            _candidate(grid.sigma_w2[i], depth, grid.first_seed + k, activation).network(data)
+            for i, k in cells
         ]
         model = Ensemble(nets)
         fit_ensemble(model, data, grid.train)
@@ -219,41 +263,56 @@ def ground_truth(data: datasets.Dataset, grid: Grid) -> tuple[np.ndarray, int]:
     return accuracy, flops
 
 
-def _candidate(sigma_w2: float, depth: int, seed: int) -> Candidate:
-    return Candidate(Initializer("gaussian", sigma_w2, SIGMA_B2), depth=depth, seed=seed)
+def _candidate(sigma_w2: float, depth: int, seed: int, activation: str) -> Candidate:
+    initializer = Initializer("gaussian", sigma_w2, SIGMA_B2)
+    return Candidate(initializer, depth=depth, seed=seed, activation=activation)
 
 
 # -- the screen, mean field and proxies ---------------------------------------------------------
 
 
-def screens(data: datasets.Dataset, grid: Grid, budget: ScreenBudget) -> list[list]:
+def screens(
+    data: datasets.Dataset, grid: Grid, budget: ScreenBudget, activation: str
+) -> list[list]:
     """One cascade of depth ``grid.screen_depth`` per (sigma_w2, seed): ``[i][k]``."""
     out = []
     for sigma_w2 in grid.sigma_w2:
         row = []
         for k in range(grid.seeds):
-            candidate = _candidate(sigma_w2, grid.screen_depth, grid.first_seed + k)
+            candidate = _candidate(sigma_w2, grid.screen_depth, grid.first_seed + k, activation)
             spec = candidate.spec(data.input_dim, data.num_classes)
             row.append(screen(spec, candidate.initializer, data, budget, seed=candidate.seed))
         out.append(row)
     return out
 
 
-def proxy_scores(data: datasets.Dataset, grid: Grid) -> dict[str, np.ndarray]:
+def proxy_scores(data: datasets.Dataset, grid: Grid, activation: str) -> dict[str, np.ndarray]:
     """Every proxy on every cell's network, ``(sigma_w2, depth, seed)`` each."""
     columns = proxy_columns()
     out = {name: np.zeros((len(grid.sigma_w2), len(grid.depths), grid.seeds)) for name in columns}
     for i, sigma_w2 in enumerate(grid.sigma_w2):
         for j, depth in enumerate(grid.depths):
             for k in range(grid.seeds):
-                candidate = _candidate(sigma_w2, depth, grid.first_seed + k)
+                candidate = _candidate(sigma_w2, depth, grid.first_seed + k, activation)
                 for name, column in columns.items():
                     out[name][i, j, k] = column(candidate, data)
     return out
 
 
-def readouts(results: list[list], grid: Grid) -> dict[str, np.ndarray]:
-    """The screen's and mean field's scores of every cell (higher: more trainable)."""
+def six_xi_c(sigma_w2: float, activation: str) -> float:
+    """Schoenholz et al.'s trainable depth ``6 xi_c`` at ``(sigma_w2, SIGMA_B2)``; NaN where it
+    does not exist: an activation without a mean field here, or ``q*`` not in ``(0, inf)``
+    (ReLU at ``sigma_w2 >= 2``, where the variance grows without bound)."""
+    if activation not in MEAN_FIELD_ACTIVATIONS:
+        return math.nan
+    if not 0.0 < float(q_star(sigma_w2, SIGMA_B2, activation)) < math.inf:
+        return math.nan
+    return float(trainable_depth(sigma_w2, SIGMA_B2, activation))
+
+
+def readouts(results: list[list], grid: Grid, activation: str) -> dict[str, np.ndarray]:
+    """The screen's and mean field's scores of every cell (higher: more trainable); mean field's
+    is NaN where it has none (:func:`six_xi_c`)."""
     shape = (len(grid.sigma_w2), len(grid.depths), grid.seeds)
     depths = np.array(grid.depths, dtype=float)[None, :, None]
     decay = np.array([[r.decay_depth for r in row] for row in results])
@@ -262,13 +321,13 @@ def readouts(results: list[list], grid: Grid) -> dict[str, np.ndarray]:
     at_depth = np.array(
         [[[r.curve[depth - 1] for r in row] for depth in grid.depths] for row in results]
     )
-    six_xi = np.array([float(trainable_depth(s, SIGMA_B2)) for s in grid.sigma_w2])
+    six_xi = np.array([six_xi_c(s, activation) for s in grid.sigma_w2])
     return {
         "screen (decay)": np.log(np.maximum(decay[:, None, :], 1.0) / depths),
         "screen (reference)": np.log(np.maximum(predicted[:, None, :], 1.0) / depths),
         "screen (crossing)": np.log(np.maximum(crossing[:, None, :], 1.0) / depths),
         "normalized KL at L": -at_depth,
-        "mean field 6 xi_c": np.broadcast_to(np.log(six_xi[:, None, None] / depths), shape),
+        MEAN_FIELD: np.broadcast_to(np.log(six_xi[:, None, None] / depths), shape),
     }
 
 
@@ -315,6 +374,20 @@ def interval(statistic, arrays: tuple[np.ndarray, ...], resamples: np.ndarray):
     return float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5))
 
 
+def on_defined(statistic):
+    """``statistic`` over the columns where the score (its first array) is defined, not NaN (a
+    readout's NaN means "no value", as mean field's for ReLU at sigma_w^2 >= 2); NaN if none.
+    Bootstrapping it resamples every column and keeps the defined ones drawn."""
+
+    def restricted(score: np.ndarray, *others: np.ndarray) -> float:
+        keep = ~np.isnan(score.reshape(len(score), -1)).any(axis=1)
+        if not keep.any():
+            return math.nan
+        return statistic(score[keep], *(a[keep] for a in others))
+
+    return restricted
+
+
 def deepest_trained(trainable: np.ndarray, depths: tuple[int, ...]) -> np.ndarray:
     """Per column, the deepest depth of the grid that trained (0 if none)."""
     return np.where(trainable, np.array(depths)[None, :], 0).max(axis=1)
@@ -330,15 +403,18 @@ def analyse(dataset: str, scores: dict[str, np.ndarray], accuracy: np.ndarray, g
     rows = []
     for name, cells in scores.items():
         s = by_column(cells)
-        row = {"dataset": dataset, "readout": name, "auc": auc(s, trainable)}
-        row["auc_lo"], row["auc_hi"] = interval(auc, (s, trainable), resamples)
-        row["auc_within_depth"] = auc_within_depth(s, trainable)
+        # Mean field's NaN columns have no value; every other score is defined everywhere
+        # (a proxy's NaN, if any, is ranked lowest by auc()).
+        area, within, rank = (auc, auc_within_depth, spearman)
+        if name == MEAN_FIELD:
+            area, within, rank = on_defined(auc), on_defined(auc_within_depth), on_defined(spearman)
+        row = {"dataset": dataset, "readout": name, "auc": area(s, trainable)}
+        row["auc_lo"], row["auc_hi"] = interval(area, (s, trainable), resamples)
+        row["auc_within_depth"] = within(s, trainable)
         if name in DEPTH_READOUTS:  # log(depth / L): the predicted depth is exp(score) * L
             predicted = np.exp(s[:, 0]) * depths[0]
-            row["spearman"] = spearman(predicted, deepest)
-            row["spearman_lo"], row["spearman_hi"] = interval(
-                spearman, (predicted, deepest), resamples
-            )
+            row["spearman"] = rank(predicted, deepest)
+            row["spearman_lo"], row["spearman_hi"] = interval(rank, (predicted, deepest), resamples)
         rows.append(row)
     return rows
 
@@ -359,6 +435,8 @@ def where_wrong(dataset: str, scores: dict[str, np.ndarray], accuracy: np.ndarra
         }
         for name, key in zip(DEPTH_READOUTS, READOUT_KEYS, strict=True):
             s = scores[name][i]  # (depth, seed)
+            if np.isnan(s).any():  # no value here (mean field): blank in the table
+                continue
             row[f"{key}_depth"] = float(np.median(np.exp(s[0]) * depths[0]))
             says = s >= 0.0
             row[f"{key}_false_trainable"] = int((says & ~trainable[i]).sum())
@@ -378,7 +456,37 @@ def _edges(centres: np.ndarray, log: bool) -> np.ndarray:
     return np.exp(edges) if log else edges
 
 
-def plot(panels: dict, grid: Grid, path) -> None:
+def panels(result: dict) -> dict[str, dict]:
+    """Per row of a results JSON, in :data:`ROWS` order: test accuracy ``(sigma, depth, seed)``,
+    each readout's cascade depths ``(sigma, seed)`` and the two AUCs of the title."""
+    config = result["config"]
+    sigma, depths, first = config["sigma_w2"], config["depths"], config["first_seed"]
+    out = {}
+    for name in (n for n in ROWS if n in result["summary"]):
+        accuracy = np.zeros((len(sigma), len(depths), config["seeds"]))
+        predicted = {key: np.zeros((len(sigma), config["seeds"])) for key in READOUT_KEYS[:3]}
+        for r in result["rows"]:
+            if r["dataset"] != name or r["table"] not in ("cell", "cascade"):
+                continue
+            i, k = sigma.index(r["sigma_w2"]), r["seed"] - first
+            if r["table"] == "cell":
+                accuracy[i, depths.index(r["depth"]), k] = r["test_accuracy"]
+            else:
+                for key, depth in predicted.items():
+                    depth[i, k] = r[f"{key}_depth"]
+        summary = result["summary"][name]
+        out[name] = {
+            "accuracy": accuracy,
+            "predicted": predicted,
+            "auc_screen": summary["auc_screen"],
+            "auc_mean_field": summary["auc_mean_field"],
+        }
+    return out
+
+
+def plot(result: dict, path: Path) -> Path:
+    """One phase diagram per row of ``result`` (a results JSON): the share of seeds trained per
+    cell, the cascades' predicted depths, and mean field's ``6 xi_c`` where it exists."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -387,12 +495,15 @@ def plot(panels: dict, grid: Grid, path) -> None:
 
     from growth_core.io import atomic_write
 
-    sigma = np.array(grid.sigma_w2)
-    depths = np.array(grid.depths, dtype=float)
+    config = result["config"]
+    sigma = np.array(config["sigma_w2"])
+    depths = np.array(config["depths"], dtype=float)
+    screen_depth = config["screen_depth"]
     fine = np.linspace(sigma[0], sigma[-1], 200)
-    six_xi = np.array([float(trainable_depth(s, SIGMA_B2)) for s in fine])
-    fig, axes = plt.subplots(1, len(panels), figsize=(6.2 * len(panels), 4.8), squeeze=False)
-    for ax, (dataset, panel) in zip(axes[0], panels.items(), strict=True):
+    drawn = panels(result)
+    fig, axes = plt.subplots(1, len(drawn), figsize=(6.2 * len(drawn), 4.8), squeeze=False)
+    for ax, (name, panel) in zip(axes[0], drawn.items(), strict=True):
+        activation = ROWS[name].activation
         trained = (panel["accuracy"] > TRAINABLE_ACCURACY).mean(axis=2)  # (sigma, depth)
         mesh = ax.pcolormesh(
             _edges(sigma, log=False),
@@ -403,6 +514,7 @@ def plot(panels: dict, grid: Grid, path) -> None:
             vmax=1.0,
             shading="flat",
         )
+        six_xi = np.array([six_xi_c(s, activation) for s in fine])  # NaN: not drawn
         ax.plot(fine, six_xi, "k--", lw=1.2, label="mean field 6 $\\xi_c$")
         for key, marker, label in (
             ("decay", "D", "screen, decay readout"),
@@ -419,16 +531,16 @@ def plot(panels: dict, grid: Grid, path) -> None:
                 capsize=2,
                 label=label,
             )
-        ax.axhline(grid.screen_depth, color="gray", lw=0.8, ls=":", label="cascade depth")
+        ax.axhline(screen_depth, color="gray", lw=0.8, ls=":", label="cascade depth")
         ax.set_yscale("log")
-        ax.set_ylim(depths[0] / 1.3, grid.screen_depth * 2)
+        ax.set_ylim(depths[0] / 1.3, screen_depth * 2)
         ax.set_yticks(depths, [str(int(d)) for d in depths], minor=False)
         ax.yaxis.set_minor_locator(NullLocator())
         ax.set_xlabel("$\\sigma_w^2$  ($\\sigma_b^2$ = 0.05)")
         ax.set_ylabel("depth L (hidden layers)")
         ax.set_title(
-            f"{dataset}: AUC screen {panel['auc_screen']:.3f}, mean field "
-            f"{panel['auc_mean_field']:.3f}",
+            f"{ROWS[name].dataset}, {activation}: AUC screen {_figure(panel['auc_screen'])}, "
+            f"mean field {_figure(panel['auc_mean_field'])}",
             fontsize=10,
         )
         ax.legend(fontsize=7, loc="lower right", framealpha=0.9)
@@ -438,6 +550,11 @@ def plot(panels: dict, grid: Grid, path) -> None:
     fig.tight_layout()
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
     plt.close(fig)
+    return path
+
+
+def _figure(value: float | None) -> str:
+    return "n/a" if value is None or math.isnan(value) else f"{value:.3f}"
 
 
 # -- the run -------------------------------------------------------------------------------------
@@ -461,27 +578,31 @@ def load(dataset: str, args, grid: Grid) -> datasets.Dataset:
     return random_projection(mnist, MNIST_WIDTH, seed=0)
 
 
-def run_dataset(dataset: str, data: datasets.Dataset, grid: Grid, rng) -> dict:
-    budget = grid.budgets[dataset]
+def run_row(name: str, data: datasets.Dataset, grid: Grid, rng) -> dict:
+    """Ground truth, screen, proxies and their statistics for row ``name`` of :data:`ROWS`."""
+    row = ROWS[name]
+    budget = grid.budgets[row.dataset]
     clock = time.perf_counter()
-    accuracy, train_flops = ground_truth(data, grid)
+    accuracy, train_flops = ground_truth(data, grid, row.activation)
     train_seconds = time.perf_counter() - clock
     clock = time.perf_counter()
-    results = screens(data, grid, budget)
+    results = screens(data, grid, budget, row.activation)
     screen_seconds = time.perf_counter() - clock
     clock = time.perf_counter()
-    proxies = proxy_scores(data, grid)
+    proxies = proxy_scores(data, grid, row.activation)
     proxy_seconds = time.perf_counter() - clock
 
-    scores = readouts(results, grid) | proxies
-    rows = analyse(dataset, scores, accuracy, grid, rng)
-    per_sigma = where_wrong(dataset, scores, accuracy, grid)
-    by = {row["readout"]: row for row in rows}
+    scores = readouts(results, grid, row.activation) | proxies
+    rows = analyse(name, scores, accuracy, grid, rng)
+    per_sigma = where_wrong(name, scores, accuracy, grid)
+    by = {r["readout"]: r for r in rows}
     screen_flops = sum(r.flops for row in results for r in row)
-    best_proxy = max(PROXIES, key=lambda name: by[name]["auc"])
+    best_proxy = max(PROXIES, key=lambda proxy: by[proxy]["auc"])
+    has_mean_field = ~np.isnan(scores[MEAN_FIELD])  # (sigma, depth, seed)
+    trainable = accuracy > TRAINABLE_ACCURACY
     summary = {
         "auc_screen": by[SCREEN_READOUT]["auc"],
-        "auc_mean_field": by["mean field 6 xi_c"]["auc"],
+        "auc_mean_field": by[MEAN_FIELD]["auc"],
         "auc_best_proxy": by[best_proxy]["auc"],
         "cost_ratio": screen_flops / train_flops,
         "auc_screen_ci": [by[SCREEN_READOUT]["auc_lo"], by[SCREEN_READOUT]["auc_hi"]],
@@ -490,12 +611,18 @@ def run_dataset(dataset: str, data: datasets.Dataset, grid: Grid, rng) -> dict:
         "auc_normalized_kl": by["normalized KL at L"]["auc"],
         "best_proxy": best_proxy,
         "auc_best_proxy_either_sign": max(max(by[p]["auc"], 1 - by[p]["auc"]) for p in PROXIES),
-        "auc_within_depth": {name: by[name]["auc_within_depth"] for name in by},
+        "auc_within_depth": {readout: by[readout]["auc_within_depth"] for readout in by},
         "spearman_screen": by[SCREEN_READOUT]["spearman"],
         "spearman_reference": by["screen (reference)"]["spearman"],
         "spearman_crossing": by["screen (crossing)"]["spearman"],
-        "spearman_mean_field": by["mean field 6 xi_c"]["spearman"],
-        "trainable_fraction": float((accuracy > TRAINABLE_ACCURACY).mean()),
+        "spearman_mean_field": by[MEAN_FIELD]["spearman"],
+        "mean_field_cells": float(has_mean_field.mean()),
+        "auc_screen_where_mean_field": (
+            auc(scores[SCREEN_READOUT][has_mean_field], trainable[has_mean_field])
+            if has_mean_field.any()
+            else math.nan
+        ),
+        "trainable_fraction": float(trainable.mean()),
         "shallow_accuracy": float(np.median(accuracy[:, 0])),
         "screen_flops": screen_flops,
         "train_flops": train_flops,
@@ -503,12 +630,12 @@ def run_dataset(dataset: str, data: datasets.Dataset, grid: Grid, rng) -> dict:
     }
     cells = [
         {
-            "dataset": dataset,
+            "dataset": name,
             "sigma_w2": s,
             "depth": depth,
             "seed": grid.first_seed + k,
             "test_accuracy": float(accuracy[i, j, k]),
-            **{name: float(scores[name][i, j, k]) for name in scores},
+            **{readout: float(scores[readout][i, j, k]) for readout in scores},
         }
         for i, s in enumerate(grid.sigma_w2)
         for j, depth in enumerate(grid.depths)
@@ -516,7 +643,7 @@ def run_dataset(dataset: str, data: datasets.Dataset, grid: Grid, rng) -> dict:
     ]
     cascades = [
         {
-            "dataset": dataset,
+            "dataset": name,
             "sigma_w2": s,
             "seed": grid.first_seed + k,
             "decay_depth": r.decay_depth,
@@ -529,24 +656,95 @@ def run_dataset(dataset: str, data: datasets.Dataset, grid: Grid, rng) -> dict:
         for s, row in zip(grid.sigma_w2, results, strict=True)
         for k, r in enumerate(row)
     ]
-    panel = {
-        "accuracy": accuracy,
-        "predicted": {
-            "decay": np.array([[r.decay_depth for r in row] for row in results]),
-            "reference": np.array([[r.reference_depth for r in row] for row in results]),
-            "crossing": np.array([[r.crossing_depth for r in row] for row in results]),
-        },
-        "auc_screen": summary["auc_screen"],
-        "auc_mean_field": summary["auc_mean_field"],
-    }
     return {
         "rows": rows,
         "per_sigma": per_sigma,
         "cells": cells,
         "cascades": cascades,
         "summary": summary,
-        "panel": panel,
     }
+
+
+# -- the results file ----------------------------------------------------------------------------
+
+#: The JSON's tables, in the order they are written.
+TABLES = ("auc", "per_sigma", "cascade", "cell")
+#: The config entries that fix what a row measures: rows kept from a results file share them.
+GRID_KEYS = (
+    "sigma_w2",
+    "sigma_b2",
+    "depths",
+    "screen_depth",
+    "seeds",
+    "first_seed",
+    "train",
+    "trainable_accuracy",
+    "screen_budgets",
+    "widths",
+    "mnist",
+    "mnist_rows",
+    "bootstrap",
+)
+
+
+def with_other_rows(path: Path, config: dict, rows: list[dict], summary: dict):
+    """This run's ``(config, rows, summary)`` with the rows of the results file ``path`` that the
+    run did not make (none if it made every row or ``path`` does not exist). Refuses a file made
+    on another grid (:data:`GRID_KEYS`)."""
+    ran = [name for name in ROWS if name in summary]
+    if len(ran) == len(ROWS) or not path.exists():
+        return config, rows, summary
+    old = json.loads(path.read_text())
+    differ = [key for key in GRID_KEYS if not _same(key, old["config"].get(key), config[key])]
+    if differ:
+        raise SystemExit(
+            f"{path} was made on another grid ({', '.join(differ)} differ): "
+            "run every row, or write elsewhere with --out"
+        )
+    kept = [name for name in ROWS if name in old["summary"] and name not in ran]
+    names = [name for name in ROWS if name in ran or name in kept]
+    config = {
+        **old["config"],
+        **config,
+        "activations": {name: ROWS[name].activation for name in names},
+        "ensemble_vs_trainer_max_logit_gap": max(
+            old["config"]["ensemble_vs_trainer_max_logit_gap"],
+            config["ensemble_vs_trainer_max_logit_gap"],
+        ),
+    }
+    rows = [
+        r
+        for table in TABLES
+        for name in names
+        for r in (rows if name in ran else old["rows"])
+        if r["table"] == table and r["dataset"] == name
+    ]
+    summary = {
+        **{name: (summary if name in ran else old["summary"])[name] for name in names},
+        "seconds": old["summary"]["seconds"] + summary["seconds"],
+    }
+    return config, rows, summary
+
+
+def _same(key: str, old, new) -> bool:
+    """Whether a results file's config entry ``old`` fixes what this run's ``new`` does. The
+    training config on the fields both record: TrainConfig's unused momentum, weight decay and
+    schedule fields were removed after the tanh rows were made, and ``epochs`` added."""
+    if key == "train" and isinstance(old, dict):
+        shared = old.keys() & new.keys()
+        return {k: old[k] for k in shared} == {k: new[k] for k in shared}
+    return old == new
+
+
+def _nan_to_null(value):
+    """``value`` with every float NaN (no value: mean field where it has none) as ``None``."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _nan_to_null(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_nan_to_null(v) for v in value]
+    return value
 
 
 def main() -> None:
@@ -557,7 +755,24 @@ def main() -> None:
         default=0,
         help="seeds first-seed, first-seed + 1, ...: a fresh draw of networks and ground truth",
     )
+    cli.add_argument(
+        "--rows",
+        default=",".join(ROWS),
+        help=f"comma-separated, of {', '.join(ROWS)} (default: all); the others are kept from "
+        "the results file",
+    )
+    cli.add_argument(
+        "--replot", type=Path, default=None, help="only draw the plot of a results JSON"
+    )
     args = cli.parse_args()
+    if args.replot:
+        print("wrote", plot(json.loads(args.replot.read_text()), args.replot.with_suffix(".png")))
+        return
+    names = [name for name in args.rows.split(",") if name]
+    unknown = [name for name in names if name not in ROWS]
+    if unknown or not names:
+        cli.error(f"--rows: expected names among {', '.join(ROWS)}, got {args.rows!r}")
+    names = [name for name in ROWS if name in names]
     _common.setup()
     start = time.perf_counter()
     grid = QUICK if args.quick else FULL
@@ -567,13 +782,16 @@ def main() -> None:
         grid = Grid(**{**grid.__dict__, "first_seed": args.first_seed})
     rng = np.random.default_rng(0)
     digits = datasets.digits()
-    gap = check_ensemble_matches_trainer(digits)
+    activations = list(dict.fromkeys(ROWS[name].activation for name in names))
+    gap = max(check_ensemble_matches_trainer(digits, activation) for activation in activations)
+    loaded = {"digits": digits}
     outcome = {}
-    for dataset in ("digits", "mnist"):
-        data = digits if dataset == "digits" else load(dataset, args, grid)
-        outcome[dataset] = run_dataset(dataset, data, grid, rng)
-        print(f"{dataset}: done after {time.perf_counter() - start:.0f} s", flush=True)
-
+    for name in names:
+        dataset = ROWS[name].dataset
+        if dataset not in loaded:
+            loaded[dataset] = load(dataset, args, grid)
+        outcome[name] = run_row(name, loaded[dataset], grid, rng)
+        print(f"{name}: done after {time.perf_counter() - start:.0f} s", flush=True)
     rows = [row for o in outcome.values() for row in o["rows"]]
     per_sigma = [row for o in outcome.values() for row in o["per_sigma"]]
     print(
@@ -615,11 +833,11 @@ def main() -> None:
             ],
         )
     )
-    summary = {dataset: o["summary"] for dataset, o in outcome.items()}
+    summary = {name: o["summary"] for name, o in outcome.items()}
     summary["seconds"] = time.perf_counter() - start
     print()
-    for dataset in ("digits", "mnist"):
-        print(f"{dataset}: " + ", ".join(f"{k}={v}" for k, v in summary[dataset].items()))
+    for name in outcome:
+        print(f"{name}: " + ", ".join(f"{k}={v}" for k, v in summary[name].items()))
     config = {
         "sigma_w2": list(grid.sigma_w2),
         "sigma_b2": SIGMA_B2,
@@ -634,7 +852,8 @@ def main() -> None:
         "mnist": f"random_projection(width={MNIST_WIDTH}, seed=0) of 784 pixels / 255",
         "mnist_rows": grid.mnist_rows,
         "bootstrap": f"{grid.bootstrap} resamples of the (sigma_w2, seed) columns, 95% percentile",
-        "ensemble_vs_trainer_max_logit_gap": gap,
+        "activations": {name: ROWS[name].activation for name in outcome},
+        "ensemble_vs_trainer_max_logit_gap": gap,  # the largest over the activations checked
         "threads": torch.get_num_threads(),
     }
     all_rows = (
@@ -643,9 +862,14 @@ def main() -> None:
         + [{"table": "cascade", **r} for o in outcome.values() for r in o["cascades"]]
         + [{"table": "cell", **r} for o in outcome.values() for r in o["cells"]]
     )
-    out = _common.write_result(NAME, args.out, config, all_rows, summary)
-    plot({d: o["panel"] for d, o in outcome.items()}, grid, out.with_suffix(".png"))
-    print(f"\nwrote {out} and {out.with_suffix('.png')} in {summary['seconds']:.0f} s")
+    seconds = summary["seconds"]
+    path = args.out or _common.RESULTS / f"{NAME}.json"
+    config, all_rows, summary = with_other_rows(path, config, all_rows, summary)
+    out = _common.write_result(
+        NAME, path, _nan_to_null(config), _nan_to_null(all_rows), _nan_to_null(summary)
+    )
+    plot(json.loads(out.read_text()), out.with_suffix(".png"))
+    print(f"\nwrote {out} and {out.with_suffix('.png')} in {seconds:.0f} s")
 
 
 if __name__ == "__main__":

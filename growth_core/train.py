@@ -318,10 +318,16 @@ class Trainer:
 
     # -- evaluation ----------------------------------------------------------------------------
     @torch.no_grad()
-    def evaluate(self, split: str = "test") -> dict[str, float]:
+    def evaluate(
+        self, split: str = "test", *, on: tuple[Tensor, Tensor] | None = None
+    ) -> dict[str, float]:
         """Loss and accuracy on the held-out (``"test"``) or the training split, added to the
-        history row of the current step as ``{eval_name}_loss`` / ``train_full_loss``."""
-        if split == "test":
+        history row of the current step as ``{eval_name}_loss`` / ``train_full_loss``. With
+        ``on = (x, y)``, on those samples instead, named ``{split}_loss`` (a second held-out
+        split: the final fit evaluates its validation and its test split)."""
+        if on is not None:
+            (x, y), name = on, split
+        elif split == "test":
             x, y, name = self.data.x_test, self.data.y_test, self.eval_name
         else:
             x, y, name = self.data.x_train, self.data.y_train, "train_full"

@@ -2,7 +2,9 @@
 
 ``TorchTrainer`` with ``ScalingConfig(num_workers=N, use_gpu=<GPU present>)`` (gloo on CPU,
 nccl on GPU). Each worker trains on its shard of the training set; growth is decided by rank 0
-and applied by all (:mod:`pipelines.distributed`). Rank 0 logs metrics to the final MLflow run
+and applied by all (:mod:`pipelines.distributed`). The search's validation split is held out
+again (the final's validation accuracy is then comparable with the trial's) and the test split
+is evaluated too, after every epoch. Rank 0 logs metrics to the final MLflow run
 and reports a checkpoint (spec, state_dict, optimizer, growth events, history) at every epoch
 and every growth event through ``ray.train.report``.
 """
@@ -23,7 +25,12 @@ from growth_core.flops import parameter_count
 from . import trial as trials
 from .config import PipelineConfig, PipelineError
 from .distributed import RankZeroDecides, max_rank_difference
+from .system_metrics import SystemSampler, named
 from .tracking import RunLogger, history_stride, save_model, tracking_uri
+
+#: Training FLOPs, named for what they count: every worker's steps, or rank 0's alone (its shard
+#: of the steps and every growth decision's scoring, which rank 0 computes alone).
+FLOPS_ALL_RANKS, FLOPS_RANK0 = "train_flops_all_ranks", "train_flops_rank0"
 
 
 @dataclass(frozen=True)
@@ -52,7 +59,17 @@ def _sum_over_ranks(value: int, device: torch.device) -> int:
     return int(total.item())
 
 
+def _gather(obj: Any, world: int) -> list[Any]:
+    """Every rank's ``obj``, in rank order (a collective: every rank calls it)."""
+    import torch.distributed as dist
+
+    out: list[Any] = [None] * world
+    dist.all_gather_object(out, obj)
+    return out
+
+
 def train_loop_per_worker(config: dict[str, Any]) -> None:
+    import ray
     import ray.train
     import ray.train.torch
 
@@ -62,13 +79,19 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = ray.train.torch.get_device()
-    data = trials.load_data(cfg.data)
+    full = trials.load_data(cfg.data)
+    # the search's validation split held out again: the final's val_accuracy checks the search's
+    data = trials.with_validation(full, seed=cfg.data.seed)
     net = trials.build_net(cfg.model, data, settings).to(device)
     logger = None
     if rank == 0 and config.get("run_id"):
         logger = RunLogger(config["run_id"], config["tracking_uri"])
     logged = {"rows": 0}
     stride = history_stride(data.n_train // world, int(settings["batch_size"]))
+    sampler = SystemSampler()
+    nodes = _gather(ray.get_runtime_context().get_node_id(), world)
+    if logger is not None:
+        logger.set_tags({f"system_metrics.worker_{r}.ray_node": n for r, n in enumerate(nodes)})
 
     def wrap(module):
         ids = [device.index] if device.type == "cuda" else None
@@ -79,8 +102,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         metrics = {
             "reason": reason,
             "step": trainer.step,
-            "flops": _sum_over_ranks(trainer.flops, device),
-            "flops_rank0": trainer.flops,
+            FLOPS_ALL_RANKS: _sum_over_ranks(trainer.flops, device),
+            FLOPS_RANK0: trainer.flops,
             "params": parameter_count(trainer.net.spec),
             "depth": trainer.net.spec.depth,
             "widths": list(trainer.net.spec.widths),
@@ -88,12 +111,21 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             "growth_events": len(trainer.events),
             "rank_max_weight_diff": max_rank_difference(trainer.net, device),
         }
-        for key in ("test_accuracy", "test_loss", "loss"):
+        for key in ("val_accuracy", "val_loss", "test_accuracy", "test_loss", "loss"):
             if key in row:
                 metrics[key] = row[key]
+        samples = _gather(sampler.sample(), world)
         if logger is not None:
-            logger.log_history(trainer.history[logged["rows"] :], every=stride)
+            logger.log_history(
+                trainer.history[logged["rows"] :], every=stride, rename={"flops": FLOPS_RANK0}
+            )
             logged["rows"] = len(trainer.history)
+            system = {}
+            for r, sample in enumerate(samples):
+                system.update(named(sample, f"worker_{r}"))
+            logger.log_metrics(
+                {FLOPS_ALL_RANKS: metrics[FLOPS_ALL_RANKS], **system}, step=trainer.step
+            )
         if rank == 0:
             with tempfile.TemporaryDirectory() as tmp:
                 _write_checkpoint(trainer, Path(tmp))
@@ -111,6 +143,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         policy_wrapper=lambda policy: RankZeroDecides(policy, device),
         wrap=wrap,
         shard=(rank, world),
+        eval_name="val",
+        test=(full.x_test, full.y_test),
     )
     if logger is not None:
         logger.log_events(result.events)

@@ -153,7 +153,7 @@ def _final(cfg, settings, experiment_id, parent, workdir, console) -> dict[str, 
 
     from growth_core.events import GrowthEvent
 
-    from .final import run_final
+    from .final import FLOPS_ALL_RANKS, run_final
     from .plots import growth_figure
 
     run = RunLogger.start(
@@ -173,9 +173,15 @@ def _final(cfg, settings, experiment_id, parent, workdir, console) -> dict[str, 
         run.log_figure(growth_figure(history, events), "growth.png")
         run.log_model(net)
         model_uri = run.register_model(cfg.name)
-        metrics = {k: result.metrics[k] for k in ("test_accuracy", "test_loss", "flops", "params")}
-        run.log_metrics({f"final_{k}": v for k, v in metrics.items()}, step=result.metrics["step"])
-        parent.log_metrics({f"final_{k}": v for k, v in metrics.items()}, step=0)
+        run.log_text(net.spec.to_json(), "spec_final.json")
+        keys = ("test_accuracy", "test_loss", "val_accuracy", "val_loss", "params")
+        metrics = {k: result.metrics[k] for k in keys}
+        metrics["flops"] = result.metrics[FLOPS_ALL_RANKS]
+        parent.log_metrics(
+            {f"final_{k}": v for k, v in metrics.items() if k != "flops"}
+            | {f"final_{FLOPS_ALL_RANKS}": metrics["flops"]},
+            step=0,
+        )
         ok = True
         return {
             **metrics,

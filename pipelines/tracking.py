@@ -132,14 +132,23 @@ class RunLogger:
         batch = [Metric(k, float(v), ts, step) for k, v in metrics.items()]
         self.client.log_batch(self.run_id, metrics=batch)
 
-    def log_history(self, history: Iterable[Mapping[str, Any]], *, every: int = 1) -> None:
+    def log_history(
+        self,
+        history: Iterable[Mapping[str, Any]],
+        *,
+        every: int = 1,
+        rename: Mapping[str, str] | None = None,
+    ) -> None:
         """Metrics by step from a trainer's history: rows whose step is a multiple of ``every``,
-        and rows with evaluations."""
+        and rows with evaluations; ``rename`` maps a history key to the metric's name."""
         ts = _now_ms()
+        names = {k: (rename or {}).get(k, k) for k in HISTORY_METRICS}
         metrics: list[Metric] = []
         for row in sampled_rows(history, every):
             metrics += [
-                Metric(k, float(row[k]), ts, row["step"]) for k in HISTORY_METRICS if k in row
+                Metric(names[k], float(row[k]), ts, row["step"])
+                for k in HISTORY_METRICS
+                if k in row
             ]
             metrics += [
                 Metric(f"width_{j}", float(w), ts, row["step"])

@@ -47,7 +47,8 @@ def load_data(cfg: DataConfig) -> Dataset:
 
 def with_validation(data: Dataset, fraction: float = VALIDATION_FRACTION, seed: int = 0) -> Dataset:
     """Hold out part of the training set as the evaluation split, so that the search never
-    sees the test set; the result's ``x_test`` is the validation split."""
+    sees the test set; the result's ``x_test`` is the validation split. The final fit holds
+    out the same split, so its validation accuracy is comparable with the search's."""
     n_val = max(1, int(round(fraction * data.n_train)))
     order = torch.randperm(data.n_train, generator=torch.Generator().manual_seed(seed))
     val, train = order[:n_val], order[n_val:]
@@ -151,9 +152,11 @@ def run(
     on_growth: Callable[[Trainer], None] | None = None,
     net: Net | None = None,
     policy_wrapper: Callable[[GrowthPolicy | None], GrowthPolicy] | None = None,
+    test: tuple[torch.Tensor, torch.Tensor] | None = None,
     **trainer_kwargs: Any,
 ) -> TrainResult:
-    """Train (and grow) for ``settings["epochs"]`` epochs, evaluating after each epoch.
+    """Train (and grow) for ``settings["epochs"]`` epochs, evaluating after each epoch (and on
+    ``test = (x, y)`` too, as ``test_*``, when ``data``'s held-out split is a validation split).
 
     ``policy_wrapper`` wraps the growth policy (under DDP: rank 0 decides); other keyword
     arguments go to :class:`~growth_core.train.Trainer` (``wrap``, ``shard``, ``eval_name``).
@@ -181,6 +184,8 @@ def run(
     def epoch_end(t: Trainer) -> None:
         if t.step % t.steps_per_epoch == 0:
             t.evaluate()
+            if test is not None:
+                t.evaluate("test", on=test)
             if on_epoch is not None:
                 on_epoch(t, t.step // t.steps_per_epoch)
 

@@ -37,6 +37,23 @@ def test_full_batch_sgd_lowers_the_loss_and_logs_every_step():
     assert last["depth"] == 1 and last["widths"] == [8]
 
 
+def test_a_second_held_out_split_is_evaluated_under_its_own_name():
+    data, other = toy_data(), toy_data(seed=1)
+    trainer = Trainer(make_net(), data, TrainConfig(steps=5, lr=0.1), eval_name="val")
+    trainer.fit()
+    val = trainer.history[-1]["val_accuracy"]
+    metrics = trainer.evaluate("test", on=(other.x_test, other.y_test))
+    row = trainer.history[-1]
+    assert row["val_accuracy"] == val and row["test_accuracy"] == metrics["test_accuracy"]
+    with torch.no_grad():
+        logits = trainer.net(other.x_test)
+    expected = (logits.argmax(1) == other.y_test).float().mean().item()
+    assert metrics["test_accuracy"] == expected
+    assert metrics["test_loss"] == pytest.approx(
+        torch.nn.functional.cross_entropy(logits, other.y_test).item()
+    )
+
+
 def test_batched_logging_records_what_step_by_step_logging_does(monkeypatch):
     def history(pending_elements, watch=False):
         monkeypatch.setattr(train, "PENDING_ELEMENTS", pending_elements)

@@ -31,16 +31,17 @@ def settings_forcing_one_insertion(cfg):
 
 
 def test_two_workers_grow_identically_and_like_one_worker(local_ray, tmp_path):
-    # Full batch on the spirals (450 = 2 x 225): the DDP-averaged gradient is the full-batch one.
-    cfg = validate(
-        {
-            "name": "ddp-test",
-            "data": {"dataset": "spirals"},
-            "model": {"widths": [5]},
-            "search": {"batch_size": 450},
-            "final": {"epochs": 20, "use_gpu": False},
-        }
-    )
+    # Full batch on the spirals' training split (the validation split held out, as the final
+    # fit holds it out): the DDP-averaged gradient is the full-batch one.
+    raw = {
+        "name": "ddp-test",
+        "data": {"dataset": "spirals"},
+        "model": {"widths": [5]},
+        "final": {"epochs": 20, "use_gpu": False},
+    }
+    n_train = trials.with_validation(trials.load_data(validate(raw).data)).n_train
+    assert n_train % 2 == 0
+    cfg = validate({**raw, "search": {"batch_size": n_train}})
     settings = settings_forcing_one_insertion(cfg)
     two = run_final(cfg, settings, run_id=None, storage=tmp_path / "two", workers=2)
     one = run_final(cfg, settings, run_id=None, storage=tmp_path / "one", workers=1)
@@ -57,8 +58,10 @@ def test_two_workers_grow_identically_and_like_one_worker(local_ray, tmp_path):
     (event,) = events_two
     scoring = event["details"]["scoring_flops"]
     small, grown = (ArchitectureSpec.from_dict(event[k]) for k in ("spec_before", "spec_after"))
-    steps = 10 * train_step_flops(small, 225) + 10 * train_step_flops(grown, 225)
-    assert two.metrics["flops"] == 2 * steps + scoring == one.metrics["flops"]
+    half = n_train // 2
+    steps = 10 * train_step_flops(small, half) + 10 * train_step_flops(grown, half)
+    flops = "train_flops_all_ranks"
+    assert two.metrics[flops] == 2 * steps + scoring == one.metrics[flops]
     net_two, net_one = load_model_dir(two.checkpoint_dir), load_model_dir(one.checkpoint_dir)
     assert net_two.spec == net_one.spec and net_two.spec.widths == (5, 5)
     for p, q in zip(net_two.parameters(), net_one.parameters()):

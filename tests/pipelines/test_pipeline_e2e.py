@@ -78,7 +78,7 @@ def test_tiny_pipeline_end_to_end(local_ray, tmp_path, monkeypatch):
     data = trials.load_data(cfg.data)
     with torch.no_grad():
         acc = (net(data.x_test).argmax(1) == data.y_test).float().mean().item()
-    logged = c.get_run(final["run_id"]).data.metrics["final_test_accuracy"]
+    logged = c.get_run(final["run_id"]).data.metrics["test_accuracy"]
     assert acc == pytest.approx(logged, abs=1e-6)
     assert net.spec.describe() == final["architecture"]
 
