@@ -18,8 +18,9 @@ RAY           := $(CURDIR)/$(VENV)/bin/ray
 # MLflow UI over the same store the pipeline writes (MLFLOW_TRACKING_URI or the local SQLite).
 MLFLOW_DB    ?= sqlite:///$(CURDIR)/mlflow.db
 MLFLOW_PORT  ?= 5000
+SERVE_PORT   ?= 5001
 
-.PHONY: install run screen search train final show ui test demo bench bench-quick lint format \
+.PHONY: install run screen search train final show ui serve ui-check test demo bench bench-quick lint format \
         cluster-up cluster-down submit clean
 
 install: $(STAMP)
@@ -41,6 +42,13 @@ show: install                ## the latest finished pipeline, read back from MLf
 ui: install                  ## the MLflow UI on http://127.0.0.1:$(MLFLOW_PORT)
 	$(VENV)/bin/mlflow ui --host 127.0.0.1 --port $(MLFLOW_PORT) \
 	    --backend-store-uri $${MLFLOW_TRACKING_URI:-$(MLFLOW_DB)} --default-artifact-root ./mlartifacts
+
+serve: install               ## the registered model on http://127.0.0.1:$(SERVE_PORT)/invocations
+	MLFLOW_TRACKING_URI=$${MLFLOW_TRACKING_URI:-$(MLFLOW_DB)} $(PY) -m pipelines serve \
+	    --config $(CONFIG) --port $(SERVE_PORT) $(if $(VERSION),--version $(VERSION),)
+
+ui-check: install            ## the MLflow UI over a real run, checked in headless Chromium
+	$(PY) -m pytest -q tests/pipelines/test_ui_browser.py
 
 test: install
 	$(PY) -m pytest -q

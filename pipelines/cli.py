@@ -1,5 +1,5 @@
-"""The command line: ``growth {run,screen,search,final,show} --config FILE [--set key=value]``
-(``train`` is another name for ``final``)."""
+"""The command line: ``growth {run,screen,search,final,show,serve} --config FILE [--set
+key=value]`` (``train`` is another name for ``final``)."""
 
 from __future__ import annotations
 
@@ -56,6 +56,11 @@ def _parser() -> argparse.ArgumentParser:
     show.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
     show.add_argument("--experiment", default=None, help="default: the config's name")
     show.add_argument("--run-id", default=None, help="default: the latest pipeline run")
+    serve = sub.add_parser("serve", help="the registered model on http://127.0.0.1:PORT")
+    serve.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
+    serve.add_argument("--model", default=None, help="registered name; default: the config's")
+    serve.add_argument("--version", default="latest", help="a version number, or latest")
+    serve.add_argument("--port", type=int, default=5001)
     return p
 
 
@@ -68,10 +73,17 @@ def main(argv: list[str] | None = None) -> None:
 
             name = args.experiment or load_config(args.config).name
             sys.exit(show(name, run_id=args.run_id, console=console))
+        if args.command == "serve":
+            from .serving import serve
+
+            serve(args.model or load_config(args.config).name, args.version, args.port)
         cfg = load_config(args.config, args.overrides).resolved()
     except ConfigError as e:
         console.print(f"[red]config error[/red] {e}", soft_wrap=True)
         sys.exit(2)
+    except PipelineError as e:
+        console.print(f"[red]{type(e).__name__}[/red] {e}", soft_wrap=True)
+        sys.exit(1)
     from .pipeline import run_pipeline
 
     try:

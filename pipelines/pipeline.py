@@ -21,6 +21,8 @@ from growth_core.init import Initializer
 
 from . import trial as trials
 from .config import PipelineConfig
+from .lineage import dataset_inputs
+from .plots import event_label
 from .tracking import RunLogger, ensure_experiment, load_model_dir, tracking_uri
 
 #: Object store of an in-process Ray: small, so two local nodes do not reserve half the RAM.
@@ -65,17 +67,31 @@ def run_pipeline(
     """Run the given stages; returns the summary that is also printed and logged."""
     console = console or Console()
     cfg = cfg.resolved()
+    data = trials.load_data(cfg.data)  # in the driver, before any run: a data error stops here
+    inputs = dataset_inputs(cfg.data, data)
     started = time.strftime("%Y%m%d-%H%M%S")
     workdir = (RUNS_DIR / cfg.name / started).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     init_ray()
     experiment_id = ensure_experiment(cfg.name)
     parent = RunLogger.start(
-        experiment_id, f"pipeline-{started}", tags={"stage": "pipeline", "stages": ",".join(stages)}
+        experiment_id,
+        f"pipeline-{started}",
+        tags={"stage": "pipeline", "stages": ",".join(stages)},
+        description=(
+            f"Pipeline ({', '.join(stages)}) on {data.name}: screen candidate initializations, "
+            "search growth settings for accuracy against size, train the selected network with "
+            "growth and register it."
+        ),
     )
     parent.log_params(cfg.model_dump(mode="json"))
     parent.log_text(cfg.model_dump_json(indent=2), "config.json")
-    summary: dict[str, Any] = {"parent_run_id": parent.run_id, "workdir": str(workdir)}
+    parent.log_datasets(inputs.values())
+    summary: dict[str, Any] = {
+        "parent_run_id": parent.run_id,
+        "experiment_id": experiment_id,
+        "workdir": str(workdir),
+    }
     ok = False
     try:
         inits = [Initializer.from_dict(i.to_dict()) for i in cfg.screen.initializers()]
@@ -91,6 +107,8 @@ def run_pipeline(
                     parent_run_id=parent.run_id,
                     workdir=workdir,
                     advance=advance,
+                    data=data,
+                    dataset_input=inputs["train"],
                 )
             inits, depth_caps = screened.kept, screened.depth_caps
             summary["screen"] = {
@@ -114,6 +132,7 @@ def run_pipeline(
                     parent_run_id=parent.run_id,
                     storage=workdir / "ray",
                     advance=advance,
+                    datasets=[inputs["train"], inputs["validation"]],
                 )
             settings = found.best_settings
             summary["search"] = {
@@ -125,7 +144,9 @@ def run_pipeline(
             }
             parent.log_metrics({"best_val_accuracy": found.best_val_accuracy}, step=0)
         if "final" in stages:
-            summary["final"] = _final(cfg, settings, experiment_id, parent, workdir, console)
+            summary["final"] = _final(
+                cfg, settings, experiment_id, parent, workdir, console, data, inputs
+            )
         summary["settings"] = settings
         parent.log_json(summary, "summary.json")
         ok = True
@@ -148,7 +169,7 @@ def _log_front(cfg, found, parent, workdir: Path) -> list[dict[str, Any]]:
     return [{k: r[k] for k in keys} for r in table.to_pylist() if r["on_front"]]
 
 
-def _final(cfg, settings, experiment_id, parent, workdir, console) -> dict[str, Any]:
+def _final(cfg, settings, experiment_id, parent, workdir, console, data, inputs) -> dict:
     import json
 
     from growth_core.events import GrowthEvent
@@ -157,9 +178,19 @@ def _final(cfg, settings, experiment_id, parent, workdir, console) -> dict[str, 
     from .plots import growth_figure
 
     run = RunLogger.start(
-        experiment_id, "final", parent_run_id=parent.run_id, tags={"stage": "final"}
+        experiment_id,
+        "final",
+        parent_run_id=parent.run_id,
+        tags={"stage": "final"},
+        description=(
+            f"Final fit: the selected settings trained with growth under DDP on "
+            f"{cfg.final.workers} workers for {cfg.final.epochs} epochs (the search's validation "
+            f"split held out), tested, and registered as the model {cfg.name!r}."
+        ),
     )
     run.log_params({**settings, "workers": cfg.final.workers, "epochs": cfg.final.epochs})
+    run.log_text(cfg.model_dump_json(indent=2), "config.json")
+    run.log_datasets(inputs.values())
     ok = False
     try:
         with _stage(console, f"final ({cfg.final.workers} workers)", None):
@@ -171,12 +202,17 @@ def _final(cfg, settings, experiment_id, parent, workdir, console) -> dict[str, 
             for e in json.loads((result.checkpoint_dir / "events.json").read_text())
         ]
         run.log_figure(growth_figure(history, events), "growth.png")
-        run.log_model(net)
-        model_uri = run.register_model(cfg.name)
         run.log_text(net.spec.to_json(), "spec_final.json")
         keys = ("test_accuracy", "test_loss", "val_accuracy", "val_loss", "params")
         metrics = {k: result.metrics[k] for k in keys}
         metrics["flops"] = result.metrics[FLOPS_ALL_RANKS]
+        logged = run.log_model(net, data.x_test[:5].numpy(), register_as=cfg.name)
+        step = result.metrics["step"]
+        for split in ("test", "val"):  # the logged model's metrics, on the split they measure
+            on = inputs["test" if split == "test" else "validation"]
+            values = {f"{split}_accuracy": metrics[f"{split}_accuracy"]}
+            values[f"{split}_loss"] = metrics[f"{split}_loss"]
+            run.log_metrics(values, step=step, model_id=logged.model_id, dataset=on)
         parent.log_metrics(
             {f"final_{k}": v for k, v in metrics.items() if k != "flops"}
             | {f"final_{FLOPS_ALL_RANKS}": metrics["flops"]},
@@ -188,7 +224,7 @@ def _final(cfg, settings, experiment_id, parent, workdir, console) -> dict[str, 
             "architecture": net.spec.describe(),
             "growth_events": len(events),
             "growth": [describe_event(e) for e in events],
-            "model_uri": model_uri,
+            "model_uri": logged.registered_uri or logged.model_uri,
             "run_id": run.run_id,
             "checkpoint": str(result.checkpoint_dir),
         }
@@ -197,12 +233,8 @@ def _final(cfg, settings, experiment_id, parent, workdir, console) -> dict[str, 
 
 
 def describe_event(e) -> str:
-    """One line a person reads: ``step 40: +10 neurons in hidden layer 0 (64-18-10)``."""
-    if e.kind == "neurons":
-        what = f"+{e.details.get('neurons', '?')} neurons in hidden layer {e.position}"
-    else:
-        what = f"a layer inserted at position {e.position}"
-    return f"step {e.step}: {what} ({e.spec_after.describe()})"
+    """One line a person reads: ``step 40: width +10 neurons in hidden layer 0 (64-18-10)``."""
+    return f"step {e.step}: {event_label(e)} ({e.spec_after.describe()})"
 
 
 def _print_summary(console: Console, cfg: PipelineConfig, summary: dict[str, Any]) -> None:
@@ -244,9 +276,19 @@ def _print_summary(console: Console, cfg: PipelineConfig, summary: dict[str, Any
     console.print(table)
     uri = tracking_uri()
     console.print(f"Results: {summary['workdir']}  (MLflow run {summary['parent_run_id']})")
+    page = runs_page(summary["experiment_id"])
     if uri.startswith("sqlite:"):
         console.print(
-            f"Open the MLflow UI: [bold]make ui[/bold]  (or: mlflow ui --backend-store-uri {uri})"
+            f"Open the MLflow UI: [bold]make ui[/bold], then http://127.0.0.1:5000/{page}  "
+            f"(or: mlflow ui --backend-store-uri {uri})"
         )
     else:
-        console.print(f"Open the MLflow UI at {uri}")
+        console.print(f"Open the MLflow UI: {uri.rstrip('/')}/{page}")
+
+
+def runs_page(experiment_id: str) -> str:
+    """The UI's page of an experiment's runs in "Model training" mode: MLflow 3.17's UI opens
+    an experiment in GenAI mode unless the URL's ``workflowType`` (or the browser's saved
+    choice, ``localStorage["mlflow.workflowType"]``) says otherwise; it does not read the
+    experiment's ``mlflow.experimentKind`` tag for that."""
+    return f"#/experiments/{experiment_id}/runs?workflowType=machine_learning"

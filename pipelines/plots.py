@@ -14,6 +14,14 @@ from matplotlib.figure import Figure  # noqa: E402
 from growth_core.events import GrowthEvent  # noqa: E402
 
 
+def event_label(e: GrowthEvent) -> str:
+    """What a growth event did, where and how much: ``width: +10 neurons in hidden layer 0``
+    or ``depth: a layer inserted at position 1``."""
+    if e.kind == "neurons":
+        return f"width: +{e.details.get('neurons', '?')} neurons in hidden layer {e.position}"
+    return f"depth: a layer inserted at position {e.position}"
+
+
 def growth_figure(history: Sequence[dict[str, Any]], events: Sequence[GrowthEvent]) -> Figure:
     """Training loss and held-out accuracy against cumulative FLOPs; a dashed line per growth."""
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 3.6))
@@ -38,7 +46,7 @@ def growth_figure(history: Sequence[dict[str, Any]], events: Sequence[GrowthEven
         for ax in (ax_loss, ax_acc):
             ax.axvline(flops_at.get(e.step, 0), color="gray", ls="--", lw=0.8)
         ax_loss.annotate(
-            f"+{e.kind} @{e.position}",
+            event_label(e),
             (flops_at.get(e.step, 0), ax_loss.get_ylim()[1]),
             fontsize=7,
             rotation=90,

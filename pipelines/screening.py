@@ -21,6 +21,7 @@ from typing import Any
 import pyarrow as pa
 import ray
 import torch
+from mlflow.entities import DatasetInput
 from rich.table import Table
 
 from growth_core.data import Dataset
@@ -144,18 +145,29 @@ def run_screen(
     parent_run_id: str,
     workdir: Path,
     advance=lambda n=1: None,
+    data: Dataset | None = None,
+    dataset_input: DatasetInput | None = None,
 ) -> ScreenStageResult:
+    """Screen ``inits`` on ``data`` (loaded from the config if not given) in a child run of
+    ``parent_run_id``; ``dataset_input`` is the training split as MLflow records it."""
     run = RunLogger.start(
         experiment_id,
         "screen",
         parent_run_id=parent_run_id,
         tags={"stage": "screen"},
+        description=(
+            f"Screen: the reconstruction-entropy cascade rates {len(inits)} candidate "
+            f"initializations of the model; the {cfg.screen.keep} most trainable go to the "
+            "search, each with its trainable depth as a depth cap."
+        ),
         uri=tracking_uri(),
     )
     ok = False
     try:
+        if dataset_input is not None:
+            run.log_datasets([dataset_input])
         budget = budget_of(cfg)
-        data = screened_data(cfg, trials.load_data(cfg.data))
+        data = screened_data(cfg, data if data is not None else trials.load_data(cfg.data))
         candidates = {i.label: screened_candidate(cfg, i, data.input_dim) for i in inits}
         probe = next(iter(candidates.values()))
         run.log_params(

@@ -7,12 +7,13 @@ TPE sampler looks for accuracy up and parameters down (what growth buys is a sma
 parameters are what a user deploys and pays for at inference, and unlike training FLOPs they do
 not favour short runs); ASHA prunes on accuracy alone. The result is the Pareto front
 (:mod:`pipelines.pareto`) and the point ``final.select`` picks from it. Every trial is a child
-MLflow run of the pipeline's run.
+MLflow run of the search's run, itself a child of the pipeline's.
 
 Trials only train: each epoch's report carries the history rows and growth events since the
 last one, and a Tune callback in the driver (:class:`_TrialTracker`) writes them to the trial's
-MLflow run, which it created when the trial started. A trial process then never opens the
-tracking store (on SQLite that alone took 1.5 s a trial) and never draws a plot.
+MLflow run, which it created when the trial started, under the search's run. A trial process
+then never opens the tracking store (on SQLite that alone took 1.5 s a trial) and never draws
+a plot; its system metrics travel with its reports too.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from typing import Any
 
 import optuna
 import torch
+from mlflow.entities import DatasetInput
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search import ConcurrencyLimiter
@@ -39,6 +41,7 @@ from . import pareto
 from . import trial as trials
 from .config import PipelineConfig, PipelineError
 from .plots import growth_figure
+from .system_metrics import SystemSampler, named
 from .tracking import RunLogger, history_stride, sampled_rows, tracking_uri
 
 METRIC = "val_accuracy"
@@ -46,6 +49,7 @@ METRIC = "val_accuracy"
 SIZE = "params"
 #: Report keys that carry what the tracker logs (JSON strings), not metrics to compare.
 ROWS_KEY, EVENTS_KEY, SPEC_KEY = "new_history_rows", "new_growth_events", "spec"
+SYSTEM_KEY = "system_sample"
 
 
 @dataclass(frozen=True)
@@ -113,6 +117,7 @@ def _trial(settings: dict[str, Any], cfg_json: str) -> None:
     data = trials.with_validation(trials.load_data(cfg.data), seed=cfg.data.seed)
     stride = history_stride(data.n_train, int(settings["batch_size"]))
     sent = {"rows": 0, "events": 0}
+    sampler = SystemSampler()
     setup_seconds = time.perf_counter() - started
 
     def on_epoch(t, epoch: int) -> None:
@@ -133,6 +138,7 @@ def _trial(settings: dict[str, Any], cfg_json: str) -> None:
                 ROWS_KEY: json.dumps(rows),
                 EVENTS_KEY: json.dumps(events),
                 SPEC_KEY: t.net.spec.to_json(),
+                SYSTEM_KEY: json.dumps(sampler.sample()),
             }
         )
 
@@ -140,13 +146,23 @@ def _trial(settings: dict[str, Any], cfg_json: str) -> None:
 
 
 class _TrialTracker(tune.Callback):
-    """The driver's side of every trial's MLflow child run: created when the trial starts
-    (params, ``mlflow.parentRunId``), fed from each report (metrics by step, each growth event
-    with the spec after it), closed when the trial ends (``events.json``, ``spec_final.json``,
-    ``growth.png``; FINISHED, KILLED when ASHA stopped it, FAILED on an error)."""
+    """The driver's side of every trial's MLflow run, a child of the search's run: created when
+    the trial starts (params, datasets, config, description), fed from each report (metrics by
+    step, system metrics, each growth event with the spec after it), closed when the trial ends
+    (``events.json``, ``spec_final.json``, ``growth.png``). A trial ASHA stopped early is
+    FINISHED with the tag ``stopped_early=true``; a trial that failed is FAILED."""
 
-    def __init__(self, experiment_id: str, parent_run_id: str, epochs: int) -> None:
-        self.experiment_id, self.parent_run_id, self.epochs = experiment_id, parent_run_id, epochs
+    def __init__(
+        self,
+        experiment_id: str,
+        search_run_id: str,
+        epochs: int,
+        *,
+        datasets: list[DatasetInput] | None = None,
+        config_json: str = "{}",
+    ) -> None:
+        self.experiment_id, self.search_run_id, self.epochs = experiment_id, search_run_id, epochs
+        self.datasets, self.config_json = datasets or [], config_json
         self.runs: dict[str, str] = {}  # trial id -> MLflow run id
         self._open: dict[str, dict[str, Any]] = {}
 
@@ -155,16 +171,21 @@ class _TrialTracker(tune.Callback):
 
     def __setstate__(self, state: dict) -> None:
         self.runs, self._open = state["runs"], {}
+        self.datasets, self.config_json = [], "{}"
 
     def on_trial_start(self, iteration, trials, trial, **info) -> None:
+        settings = _settings(trial.config)
         logger = RunLogger.start(
             self.experiment_id,
             f"trial-{trial.trial_id}",
-            parent_run_id=self.parent_run_id,
-            tags={"stage": "search", "trial_id": trial.trial_id},
+            parent_run_id=self.search_run_id,
+            tags={"stage": "trial", "trial_id": trial.trial_id},
+            description=_describe_trial(trial.trial_id, settings),
             uri=tracking_uri(),
         )
-        logger.log_params(_settings(trial.config))
+        logger.log_params(settings)
+        logger.log_datasets(self.datasets)
+        logger.log_text(self.config_json, "config.json")
         self.runs[trial.trial_id] = logger.run_id
         self._open[trial.trial_id] = {"logger": logger, "history": [], "events": [], "epoch": 0}
 
@@ -173,10 +194,13 @@ class _TrialTracker(tune.Callback):
         if state is None:
             return
         rows, events = json.loads(result[ROWS_KEY]), json.loads(result[EVENTS_KEY])
-        state["logger"].log_history(rows)
+        logger = state["logger"]
+        logger.log_history(rows)
+        if rows:
+            logger.log_metrics(named(json.loads(result[SYSTEM_KEY])), step=rows[-1]["step"])
         events = [GrowthEvent.from_dict(e) for e in events]
         if events:
-            state["logger"].log_events(events, summary=False)
+            logger.log_events(events, summary=False)
         state["history"] += rows
         state["events"] += events
         state["epoch"], state["spec"] = result["epoch"], result[SPEC_KEY]
@@ -186,24 +210,45 @@ class _TrialTracker(tune.Callback):
         if state is None:
             return
         logger = state["logger"]
-        done = state["epoch"] >= self.epochs
+        stopped_early = state["epoch"] < self.epochs
         try:
             logger.log_json([e.to_dict() for e in state["events"]], "events.json")
             if state.get("spec"):  # the architecture the trial ended with, grown or not
                 logger.log_text(state["spec"], "spec_final.json")
             logger.log_figure(growth_figure(state["history"], state["events"]), "growth.png")
-            logger.set_tags({"stopped_early": str(not done).lower()})
+            logger.set_tags(
+                {
+                    "stopped_early": str(stopped_early).lower(),
+                    "epochs_trained": state["epoch"],
+                }
+            )
         finally:
-            logger.finish("FINISHED" if done else "KILLED")
+            logger.finish(True)  # ASHA stopping a trial is the search working, not a failure
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
         state = self._open.pop(trial.trial_id, None)
         if state is not None:
+            error = getattr(trial, "error_file", None)
+            state["logger"].set_tags({"error": str(error or "the trial raised")})
             state["logger"].finish(False)
 
     def on_experiment_end(self, trials, **info) -> None:
         for trial_id in list(self._open):  # never heard of again: end it rather than leave it
             self._open.pop(trial_id)["logger"].finish("KILLED")
+
+
+def _describe_trial(trial_id: str, settings: dict[str, Any]) -> str:
+    """One sentence: what this trial trains."""
+    growth = []
+    if settings["insertion"] != "none":
+        growth.append(f"layer insertion ({settings['insertion']})")
+    if settings.get("width_strategy", "none") != "none":
+        growth.append(f"width growth ({settings['width_strategy']})")
+    how = " and ".join(growth) or "no growth (a fixed architecture)"
+    return (
+        f"Trial {trial_id}: a network trained on the training split with {how}, "
+        f"lr {settings['lr']:.3g}, scored on the validation split."
+    )
 
 
 class _Progress(tune.Callback):
@@ -252,7 +297,39 @@ def run_search(
     parent_run_id: str,
     storage: Path,
     advance=lambda: None,
+    datasets: list[DatasetInput] | None = None,
 ) -> SearchResult:
+    """The search, as a ``search`` child run of ``parent_run_id`` whose children are the trials
+    (``datasets``: the training and validation splits, logged on each)."""
+    s = cfg.search
+    run = RunLogger.start(
+        experiment_id,
+        "search",
+        parent_run_id=parent_run_id,
+        tags={"stage": "search"},
+        description=(
+            f"Search: {s.trials} trials, Optuna's multi-objective sampler (validation accuracy "
+            "up, parameters down) through Ray Tune, ASHA stopping weak trials; its children "
+            "are the trials."
+        ),
+        uri=tracking_uri(),
+    )
+    ok = False
+    try:
+        run.log_params({k: v for k, v in s.model_dump(mode="json").items()})
+        run.log_datasets(datasets or [])
+        result = _search(cfg, inits, depth_caps, experiment_id, run, storage, advance, datasets)
+        run.log_metrics(
+            {"best_val_accuracy": result.best_val_accuracy, "trials": len(result.trials)}, step=0
+        )
+        run.set_tags({"selected_trial": result.selected["trial_id"]})
+        ok = True
+        return result
+    finally:
+        run.finish(ok)
+
+
+def _search(cfg, inits, depth_caps, experiment_id, run, storage, advance, datasets):
     s = cfg.search
     searcher = ConcurrencyLimiter(
         OptunaSearch(metric=[METRIC, SIZE], mode=["max", "min"], seed=s.seed),
@@ -269,7 +346,13 @@ def run_search(
     trainable = tune.with_resources(
         tune.with_parameters(_trial, cfg_json=cfg.model_dump_json()), {"cpu": 1}
     )
-    tracker = _TrialTracker(experiment_id, parent_run_id, s.epochs)
+    tracker = _TrialTracker(
+        experiment_id,
+        run.run_id,
+        s.epochs,
+        datasets=datasets,
+        config_json=cfg.model_dump_json(indent=2),
+    )
     tuner = tune.Tuner(
         trainable,
         param_space=param_space(cfg, inits, depth_caps),

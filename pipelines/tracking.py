@@ -10,22 +10,30 @@ working directory with artifacts in ``./mlartifacts``.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import logging
 import math
 import os
 import tempfile
 from collections.abc import Iterable, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
-from mlflow.entities import Metric, Param, RunStatus
+from mlflow.entities import DatasetInput, Metric, Param, RunStatus
 from mlflow.tracking import MlflowClient
 
 from growth_core.events import GrowthEvent
 from growth_core.nets import Net, build
 from growth_core.spec import ArchitectureSpec
 
+#: MLflow's switch for its artifact download progress bars.
+PROGRESS_BARS = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
 DEFAULT_DB = "mlflow.db"
 DEFAULT_ARTIFACTS = "mlartifacts"
 MODEL_DIR = "model"
@@ -88,12 +96,17 @@ def history_stride(n_train: int, batch_size: int) -> int:
 
 def sampled_rows(history: Iterable[Mapping[str, Any]], every: int) -> list[Mapping[str, Any]]:
     """The rows of a trainer's history worth logging: those whose step is a multiple of
-    ``every``, and every row with an evaluation."""
-    return [
-        row
-        for row in history
-        if row["step"] % every == 0 or any(k.startswith(("val_", "test_")) for k in row)
-    ]
+    ``every``, every row with an evaluation, and the rows around each growth (the last before
+    the network changed and the first after), so the charts step up where it grew."""
+    rows = list(history)
+    kept = []
+    for i, row in enumerate(rows):
+        grew = (i > 0 and rows[i - 1].get("params") != row.get("params")) or (
+            i + 1 < len(rows) and rows[i + 1].get("params") != row.get("params")
+        )
+        if grew or row["step"] % every == 0 or any(k.startswith(("val_", "test_")) for k in row):
+            kept.append(row)
+    return kept
 
 
 class RunLogger:
@@ -111,10 +124,17 @@ class RunLogger:
         *,
         parent_run_id: str | None = None,
         tags: Mapping[str, str] | None = None,
+        description: str | None = None,
         uri: str | None = None,
     ) -> RunLogger:
+        """A new run: named, with the source tags of this process (entry point, git commit),
+        ``description`` as the text the UI shows, under ``parent_run_id`` if given."""
+        from .lineage import DESCRIPTION_TAG, source_tags
+
         c = client(uri)
-        all_tags = {"mlflow.runName": name, **(tags or {})}
+        all_tags = {"mlflow.runName": name, **source_tags(), **(tags or {})}
+        if description:
+            all_tags[DESCRIPTION_TAG] = description
         if parent_run_id:
             all_tags["mlflow.parentRunId"] = parent_run_id
         run = c.create_run(experiment_id, run_name=name, tags=all_tags)
@@ -127,10 +147,26 @@ class RunLogger:
         for i in range(0, len(items), 100):
             self.client.log_batch(self.run_id, params=items[i : i + 100])
 
-    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
+    def log_metrics(
+        self,
+        metrics: Mapping[str, float],
+        step: int,
+        *,
+        model_id: str | None = None,
+        dataset: DatasetInput | None = None,
+    ) -> None:
+        """Metrics at ``step``; with ``model_id`` (and the ``dataset`` they were measured on)
+        they are also the logged model's metrics, shown in its Logged Models row."""
         ts = _now_ms()
-        batch = [Metric(k, float(v), ts, step) for k, v in metrics.items()]
+        on = {"model_id": model_id}
+        if dataset is not None:
+            on.update(dataset_name=dataset.dataset.name, dataset_digest=dataset.dataset.digest)
+        batch = [Metric(k, float(v), ts, step, **on) for k, v in metrics.items()]
         self.client.log_batch(self.run_id, metrics=batch)
+
+    def log_datasets(self, inputs: Iterable[DatasetInput]) -> None:
+        """The datasets the run used (:func:`pipelines.lineage.dataset_inputs`)."""
+        self.client.log_inputs(self.run_id, datasets=list(inputs))
 
     def log_history(
         self,
@@ -185,24 +221,53 @@ class RunLogger:
     def log_file(self, path: str | Path, artifact_dir: str | None = None) -> None:
         self.client.log_artifact(self.run_id, str(path), artifact_dir)
 
-    def log_model(self, net: Net) -> str:
-        """The network as ``model/spec.json`` + ``model/state_dict.pt``; returns its URI."""
-        with tempfile.TemporaryDirectory() as tmp:
-            save_model(net, tmp)
-            self.client.log_artifacts(self.run_id, tmp, MODEL_DIR)
-        return f"runs:/{self.run_id}/{MODEL_DIR}"
+    def log_model(
+        self, net: Net, input_example: np.ndarray, *, register_as: str | None = None
+    ) -> LoggedNetwork:
+        """The network as an MLflow ``python_function`` model (:mod:`pipelines.mlflow_model`)
+        with its signature (a float32 feature matrix in, class probabilities out) and
+        ``input_example``; registered as a new version of ``register_as`` if given."""
+        import mlflow
+        import mlflow.pyfunc
+        from mlflow.models import ModelSignature
+        from mlflow.types import Schema, TensorSpec
 
-    def register_model(self, name: str) -> str:
-        """Register this run's logged model; returns ``models:/name/version``."""
-        try:
-            self.client.create_registered_model(name)
-        except Exception as e:  # already registered: add a version
-            if "RESOURCE_ALREADY_EXISTS" not in str(e) and "already exists" not in str(e):
-                raise
-        version = self.client.create_model_version(
-            name, source=f"runs:/{self.run_id}/{MODEL_DIR}", run_id=self.run_id
+        import growth_core
+
+        from . import mlflow_model
+
+        f32 = np.dtype(np.float32)
+        signature = ModelSignature(
+            inputs=Schema([TensorSpec(f32, (-1, net.spec.input_dim))]),
+            outputs=Schema([TensorSpec(f32, (-1, net.spec.output_dim))]),
         )
-        return f"models:/{name}/{version.version}"
+        requirements = [
+            f"torch=={torch.__version__.split('+')[0]}",
+            f"numpy=={np.__version__}",
+            f"mlflow=={mlflow.__version__}",
+        ]
+        mlflow.set_tracking_uri(self.client.tracking_uri)
+        with tempfile.TemporaryDirectory() as tmp, _quiet_mlflow():
+            save_model(net, tmp)
+            # the fluent API is the one that logs models; the run was ours before and stays so
+            with mlflow.start_run(run_id=self.run_id):
+                info = mlflow.pyfunc.log_model(
+                    name=MODEL_DIR,
+                    python_model=mlflow_model.__file__,
+                    artifacts={
+                        mlflow_model.SPEC_ARTIFACT: str(Path(tmp) / SPEC_FILE),
+                        mlflow_model.WEIGHTS_ARTIFACT: str(Path(tmp) / WEIGHTS_FILE),
+                    },
+                    code_paths=[str(Path(growth_core.__file__).parent)],
+                    signature=signature,
+                    input_example=input_example.astype(np.float32),
+                    pip_requirements=requirements,
+                    registered_model_name=register_as,
+                )
+        registered = None
+        if register_as and info.registered_model_version is not None:
+            registered = f"models:/{register_as}/{info.registered_model_version}"
+        return LoggedNetwork(info.model_id, info.model_uri, registered)
 
     def finish(self, status: bool | str = True) -> None:
         """End the run: ``True``/``False`` for FINISHED/FAILED, or a status name (``"KILLED"``)."""
@@ -219,7 +284,11 @@ def save_model(net: Net, directory: str | Path) -> None:
 
 
 def load_model_dir(directory: str | Path) -> Net:
+    """A network from ``spec.json`` + ``state_dict.pt``: a checkpoint folder, or an MLflow model
+    folder logged by :meth:`RunLogger.log_model` (they are in its ``artifacts/``)."""
     directory = Path(directory)
+    if (directory / "MLmodel").exists():
+        directory = directory / "artifacts"
     spec = ArchitectureSpec.from_json((directory / SPEC_FILE).read_text())
     net = build(spec)
     net.load_state_dict(torch.load(directory / WEIGHTS_FILE, weights_only=True))
@@ -227,14 +296,45 @@ def load_model_dir(directory: str | Path) -> Net:
 
 
 def load_model(model_uri: str, *, uri: str | None = None) -> Net:
-    """A logged or registered model back as a network, in one call:
-    ``load_model("models:/digits-growth/1")`` or ``load_model("runs:/<run_id>/model")``."""
+    """A registered or logged model back as a network, in one call:
+    ``load_model("models:/digits-growth/1")`` or ``load_model("models:/<model_id>")``."""
     import mlflow.artifacts
 
-    local = mlflow.artifacts.download_artifacts(
-        artifact_uri=model_uri, tracking_uri=uri or tracking_uri()
-    )
+    with _quiet_mlflow():
+        local = mlflow.artifacts.download_artifacts(
+            artifact_uri=model_uri, tracking_uri=uri or tracking_uri()
+        )
     return load_model_dir(local)
+
+
+@dataclass(frozen=True)
+class LoggedNetwork:
+    """Where :meth:`RunLogger.log_model` put the network."""
+
+    model_id: str
+    model_uri: str
+    """``models:/<model_id>``: the logged model."""
+    registered_uri: str | None
+    """``models:/<name>/<version>`` when it was registered."""
+
+
+@contextmanager
+def _quiet_mlflow():
+    """MLflow's lines while it logs a model (INFO logs, download bars, "Successfully registered
+    model") off the console: the pipeline prints what it registered itself."""
+    logger = logging.getLogger("mlflow")
+    level, bars = logger.level, os.environ.get(PROGRESS_BARS)
+    logger.setLevel(logging.WARNING)
+    os.environ[PROGRESS_BARS] = "false"
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):
+            yield
+    finally:
+        logger.setLevel(level)
+        if bars is None:
+            os.environ.pop(PROGRESS_BARS, None)
+        else:
+            os.environ[PROGRESS_BARS] = bars
 
 
 def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

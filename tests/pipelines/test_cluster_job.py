@@ -111,6 +111,7 @@ def test_pipeline_job_on_a_two_node_cluster(tmp_path):
     exp = client.get_experiment_by_name("cluster-job")
     runs = client.search_runs([exp.experiment_id])
     stages = sorted(r.data.tags.get("stage") for r in runs)
-    assert stages == ["final", "pipeline", "screen", "search"]
+    assert [s for s in stages if s != "trial"] == ["final", "pipeline", "screen", "search"]
+    assert "trial" in stages
     assert all(r.info.status == "FINISHED" for r in runs)
     assert (tmp_path / "mlartifacts").is_dir()  # artifacts beside the database, not in the job dir

@@ -1,17 +1,12 @@
 """A pipeline stage logging to an `mlflow server` over HTTP; the server stopped by its PID."""
 
-import os
-import signal
-import socket
-import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
 from rich.console import Console
+from servers import free_port, served
 
 from pipelines.config import validate
 from pipelines.pipeline import run_pipeline
@@ -20,40 +15,17 @@ pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def mlflow_server(tmp_path):
     port = free_port()
-    proc = subprocess.Popen(
-        [BIN / "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-         "--backend-store-uri", f"sqlite:///{tmp_path}/server.db",
-         "--artifacts-destination", str(tmp_path / "server-artifacts"), "--workers", "1"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )  # fmt: skip
+    command = [
+        BIN / "mlflow", "server", "--host", "127.0.0.1", "--port", port,
+        "--backend-store-uri", f"sqlite:///{tmp_path}/server.db",
+        "--artifacts-destination", tmp_path / "server-artifacts", "--workers", "1",
+    ]  # fmt: skip
     url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(360):  # a fresh venv compiles mlflow's modules on the first start
-            try:
-                urllib.request.urlopen(f"{url}/health", timeout=1)
-                break
-            except OSError:
-                assert proc.poll() is None, "mlflow server exited"
-                time.sleep(0.5)
-        else:
-            pytest.fail("mlflow server did not answer /health in 180 s")
+    with served(command, f"{url}/health"):
         yield url
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)  # the server and its workers: its own session
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
 
 
 def test_screen_stage_logs_to_a_tracking_server(local_ray, mlflow_server, tmp_path, monkeypatch):
