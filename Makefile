@@ -39,8 +39,8 @@ screen search final train: install ## one stage of the pipeline (train: final)
 show: install                ## the latest finished pipeline, read back from MLflow
 	$(PY) -m pipelines show --config $(CONFIG)
 
-ui: install                  ## the MLflow UI on http://127.0.0.1:$(MLFLOW_PORT)
-	$(VENV)/bin/mlflow ui --host 127.0.0.1 --port $(MLFLOW_PORT) \
+ui: install                  ## the MLflow UI on http://127.0.0.1:$(MLFLOW_PORT), in "Model training" mode
+	$(VENV)/bin/mlflow ui --app-name growth --host 127.0.0.1 --port $(MLFLOW_PORT) \
 	    --backend-store-uri $${MLFLOW_TRACKING_URI:-$(MLFLOW_DB)} --default-artifact-root ./mlartifacts
 
 serve: install               ## the registered model on http://127.0.0.1:$(SERVE_PORT)/invocations
