@@ -18,8 +18,8 @@ from starlette.responses import Response
 STORAGE_KEY = "mlflow.workflowType_v1"
 DEFAULT_MODE = "machine_learning"
 SCRIPT = (
-    "<script>try{if(!localStorage.getItem('%s'))localStorage.setItem('%s','\"%s\"')}"
-    "catch(e){}</script>" % (STORAGE_KEY, STORAGE_KEY, DEFAULT_MODE)
+    f"<script>try{{if(!localStorage.getItem('{STORAGE_KEY}'))"
+    f"localStorage.setItem('{STORAGE_KEY}','\"{DEFAULT_MODE}\"')}}catch(e){{}}</script>"
 )
 
 
