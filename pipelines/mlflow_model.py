@@ -6,9 +6,10 @@ The logged model carries this file, a copy of ``growth_core`` and two artifacts,
 and MLflow, not this project: ``mlflow.pyfunc.load_model("models:/<name>/<version>")``, or
 ``mlflow models serve -m models:/<name>/<version> --env-manager local``.
 
-Input: a float32 matrix, one row of features per sample (as the training data: the pipeline's
-Parquet features, or the built-in dataset's); output: a float32 matrix of class probabilities,
-one column per class.
+Input: a float32 matrix, one row of raw features per sample, as the data source holds them (the
+Parquet file's feature columns, or the built-in loader's raw features): the model applies the
+scaling the training data had (``preprocess.pt``: ``(raw - shift) / scale``) itself. Output: a
+float32 matrix of class probabilities, one column per class.
 """
 
 from pathlib import Path
@@ -18,7 +19,7 @@ import torch
 from mlflow.models import set_model
 from mlflow.pyfunc import PythonModel
 
-SPEC_ARTIFACT, WEIGHTS_ARTIFACT = "spec", "weights"
+SPEC_ARTIFACT, WEIGHTS_ARTIFACT, PREPROCESS_ARTIFACT = "spec", "weights", "preprocess"
 
 
 class GrownNetwork(PythonModel):
@@ -33,6 +34,9 @@ class GrownNetwork(PythonModel):
         state = torch.load(context.artifacts[WEIGHTS_ARTIFACT], weights_only=True)
         net.load_state_dict(state)
         self.net = net.eval()
+        self.shift, self.scale = torch.load(
+            context.artifacts[PREPROCESS_ARTIFACT], weights_only=True
+        )
 
     def predict(self, context, model_input: np.ndarray, params=None) -> np.ndarray:
         x = np.asarray(model_input, dtype=np.float32)
@@ -40,7 +44,8 @@ class GrownNetwork(PythonModel):
         if x.ndim != 2 or x.shape[1] != n_in:
             raise ValueError(f"input: expected rows of {n_in} features, got shape {x.shape}")
         with torch.no_grad():
-            return torch.softmax(self.net(torch.from_numpy(x)), dim=1).numpy()
+            features = (torch.from_numpy(x) - self.shift) / self.scale
+            return torch.softmax(self.net(features), dim=1).numpy()
 
 
 set_model(GrownNetwork())

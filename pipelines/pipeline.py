@@ -206,7 +206,19 @@ def _final(cfg, settings, experiment_id, parent, workdir, console, data, inputs)
         keys = ("test_accuracy", "test_loss", "val_accuracy", "val_loss", "params")
         metrics = {k: result.metrics[k] for k in keys}
         metrics["flops"] = result.metrics[FLOPS_ALL_RANKS]
-        logged = run.log_model(net, data.x_test[:5].numpy(), register_as=cfg.name)
+        example = raw_features(data, data.x_test[:5])
+        logged = run.log_model(
+            net,
+            example,
+            preprocess=data.preprocess,
+            register_as=cfg.name,
+            description=(
+                f"{net.spec.describe()}, grown in {len(events)} events by the final fit of "
+                f"pipeline run {parent.run_id}: raw features ({net.spec.input_dim}) in, class "
+                f"probabilities ({net.spec.output_dim}) out; test accuracy "
+                f"{metrics['test_accuracy']:.4f}."
+            ),
+        )
         step = result.metrics["step"]
         for split in ("test", "val"):  # the logged model's metrics, on the split they measure
             on = inputs["test" if split == "test" else "validation"]
@@ -230,6 +242,14 @@ def _final(cfg, settings, experiment_id, parent, workdir, console, data, inputs)
         }
     finally:
         run.finish(ok)
+
+
+def raw_features(data, x):
+    """``x`` as the data source held it, before the loader's scaling (``data.preprocess``)."""
+    if data.preprocess is None:
+        return x.numpy()
+    shift, scale = data.preprocess
+    return (x * scale + shift).numpy()
 
 
 def describe_event(e) -> str:

@@ -39,6 +39,8 @@ DEFAULT_ARTIFACTS = "mlartifacts"
 MODEL_DIR = "model"
 SPEC_FILE = "spec.json"
 WEIGHTS_FILE = "state_dict.pt"
+#: The scaling of raw features a served model applies, ``(shift, scale)`` tensors.
+PREPROCESS_FILE = "preprocess.pt"
 #: Training rows logged per epoch, at most (evaluations and growth events are always logged): an
 #: MNIST epoch has 469 steps, and logging each to SQLite cost a third of the training time.
 HISTORY_POINTS_PER_EPOCH = 50
@@ -222,11 +224,19 @@ class RunLogger:
         self.client.log_artifact(self.run_id, str(path), artifact_dir)
 
     def log_model(
-        self, net: Net, input_example: np.ndarray, *, register_as: str | None = None
+        self,
+        net: Net,
+        input_example: np.ndarray,
+        *,
+        preprocess: tuple[torch.Tensor, torch.Tensor] | None = None,
+        register_as: str | None = None,
+        description: str | None = None,
     ) -> LoggedNetwork:
         """The network as an MLflow ``python_function`` model (:mod:`pipelines.mlflow_model`)
-        with its signature (a float32 feature matrix in, class probabilities out) and
-        ``input_example``; registered as a new version of ``register_as`` if given."""
+        with its signature (a float32 matrix of raw features in, class probabilities out), the
+        scaling ``preprocess = (shift, scale)`` it applies to raw features (the dataset's), and
+        ``input_example`` (raw features); registered as a new version of ``register_as``, with
+        ``description`` on the version."""
         import mlflow
         import mlflow.pyfunc
         from mlflow.models import ModelSignature
@@ -249,6 +259,9 @@ class RunLogger:
         mlflow.set_tracking_uri(self.client.tracking_uri)
         with tempfile.TemporaryDirectory() as tmp, _quiet_mlflow():
             save_model(net, tmp)
+            n_in = net.spec.input_dim
+            shift, scale = preprocess or (torch.zeros(n_in), torch.ones(n_in))
+            torch.save((shift.float(), scale.float()), Path(tmp) / PREPROCESS_FILE)
             # the fluent API is the one that logs models; the run was ours before and stays so
             with mlflow.start_run(run_id=self.run_id):
                 info = mlflow.pyfunc.log_model(
@@ -257,6 +270,7 @@ class RunLogger:
                     artifacts={
                         mlflow_model.SPEC_ARTIFACT: str(Path(tmp) / SPEC_FILE),
                         mlflow_model.WEIGHTS_ARTIFACT: str(Path(tmp) / WEIGHTS_FILE),
+                        mlflow_model.PREPROCESS_ARTIFACT: str(Path(tmp) / PREPROCESS_FILE),
                     },
                     code_paths=[str(Path(growth_core.__file__).parent)],
                     signature=signature,
@@ -266,7 +280,10 @@ class RunLogger:
                 )
         registered = None
         if register_as and info.registered_model_version is not None:
-            registered = f"models:/{register_as}/{info.registered_model_version}"
+            version = str(info.registered_model_version)
+            registered = f"models:/{register_as}/{version}"
+            if description:  # what the registry's version page says this version is
+                self.client.update_model_version(register_as, version, description=description)
         return LoggedNetwork(info.model_id, info.model_uri, registered)
 
     def finish(self, status: bool | str = True) -> None:

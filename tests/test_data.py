@@ -57,6 +57,25 @@ def test_digits_standardized_with_train_statistics():
     assert ds.x_test.mean(0).abs().max() > 1e-2  # test statistics were not used
 
 
+def test_the_scaling_of_raw_features_is_recorded_and_inverts():
+    ds = data.digits()
+    shift, scale = ds.preprocess
+    raw = torch.cat([ds.x_train, ds.x_test]) * scale + shift
+    assert raw.min() > -1e-4 and raw.max() < 16 + 1e-4  # the 4-bit pixels, as sklearn has them
+    assert torch.allclose(raw, raw.round(), atol=1e-4)
+    assert data.load("spirals").preprocess is None  # generated as used: nothing to undo
+
+
+@pytest.mark.parametrize("standardize", [False, True])
+def test_parquet_scaling_is_recorded_and_inverts(tmp_path, standardize):
+    rows = [[0, 255, 51], [10, 20, 30], [255, 255, 0], [7, 8, 9]]
+    train = write(tmp_path / "train.parquet", {"pixels": pixels(rows), "label": [0, 1, 2, 1]})
+    ds = data.load_parquet(train, train, scale=255.0, standardize=standardize)
+    shift, scale = ds.preprocess
+    assert torch.allclose(ds.x_test * scale + shift, torch.tensor(rows, dtype=torch.float32))
+    assert data.load_parquet(train, train).preprocess is None
+
+
 def test_load_rejects_unknown_names_and_arguments():
     with pytest.raises(DataError, match="spirals, digits, mnist1d, teacher, noise, parquet"):
         data.load("cifar")

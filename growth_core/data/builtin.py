@@ -13,7 +13,15 @@ import numpy as np
 import torch
 
 from .._checks import is_int, require_number
-from .dataset import DataError, Dataset, check_int, n_test_rows, shuffle_split, standardized
+from .dataset import (
+    DataError,
+    Dataset,
+    check_int,
+    n_test_rows,
+    shuffle_split,
+    standardization,
+    standardized,
+)
 
 # The two spirals of Herberg, Herzog, Köhne, Kreis, Schiela 2023 (arXiv 2311.15995), reference
 # code github.com/mathemml/SensLI, spirals_data_new.py: 300 points per class, starting radius
@@ -76,8 +84,9 @@ def digits(*, test_fraction: float = 0.25, seed: int = 0) -> Dataset:
     x_train, y_train, x_test, y_test = shuffle_split(
         x, y, n_test_rows(len(y), test_fraction, "digits"), seed
     )
+    preprocess = standardization(x_train)
     x_train, x_test = standardized(x_train, x_test)
-    return Dataset("digits", x_train, y_train, x_test, y_test, num_classes=DIGIT_CLASSES)
+    return Dataset("digits", x_train, y_train, x_test, y_test, DIGIT_CLASSES, preprocess=preprocess)
 
 
 @contextlib.contextmanager
@@ -106,13 +115,14 @@ def mnist1d(*, n_samples: int = 4000, seed: int = 0) -> Dataset:
     args = get_dataset_args(as_dict=True) | {"num_samples": n_samples, "seed": seed}
     with _global_rngs_preserved():
         raw = make_dataset(SimpleNamespace(**args))
-    x_train, x_test = standardized(
-        torch.from_numpy(raw["x"].astype(np.float32)),
-        torch.from_numpy(raw["x_test"].astype(np.float32)),
-    )
+    x_train = torch.from_numpy(raw["x"].astype(np.float32))
+    preprocess = standardization(x_train)
+    x_train, x_test = standardized(x_train, torch.from_numpy(raw["x_test"].astype(np.float32)))
     y_train = torch.from_numpy(raw["y"].astype(np.int64))
     y_test = torch.from_numpy(raw["y_test"].astype(np.int64))
-    return Dataset("mnist1d", x_train, y_train, x_test, y_test, num_classes=DIGIT_CLASSES)
+    return Dataset(
+        "mnist1d", x_train, y_train, x_test, y_test, DIGIT_CLASSES, preprocess=preprocess
+    )
 
 
 def _teacher_logits(x: torch.Tensor, widths: Sequence[int], gen: torch.Generator) -> torch.Tensor:

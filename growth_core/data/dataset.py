@@ -37,6 +37,9 @@ class Dataset:
     x_test: torch.Tensor
     y_test: torch.Tensor
     num_classes: int
+    preprocess: tuple[torch.Tensor, torch.Tensor] | None = None
+    """How the features were made from the raw ones, ``x = (raw - shift) / scale`` per feature,
+    as ``(shift, scale)``; ``None``: used as read. A served model applies it to raw inputs."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -127,7 +130,12 @@ def shuffle_split(
 def standardized(x_train: torch.Tensor, x_test: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``(x - mean) / std`` per feature with the TRAIN statistics, so nothing about the test set
     leaks into the inputs. A feature constant on the train set (std 0) is only centred."""
+    mean, std = standardization(x_train)
+    return (x_train - mean) / std, (x_test - mean) / std
+
+
+def standardization(x_train: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``(mean, std)`` per feature :func:`standardized` uses (std 0 read as 1)."""
     mean = x_train.mean(dim=0)
     std = x_train.std(dim=0, correction=0)
-    std = torch.where(std > 0, std, torch.ones_like(std))
-    return (x_train - mean) / std, (x_test - mean) / std
+    return mean, torch.where(std > 0, std, torch.ones_like(std))

@@ -14,7 +14,15 @@ import pyarrow.parquet as pq
 import torch
 
 from .._checks import require_number
-from .dataset import DataError, Dataset, check_int, n_test_rows, shuffle_split, standardized
+from .dataset import (
+    DataError,
+    Dataset,
+    check_int,
+    n_test_rows,
+    shuffle_split,
+    standardization,
+    standardized,
+)
 
 
 def _column_error(path: Path, column: str, what: str) -> DataError:
@@ -235,14 +243,19 @@ def load_parquet(
                 f"{test_path}: {x_test.shape[1]} features in {', '.join(columns)}, "
                 f"but {train_path} has {x_train.shape[1]}"
             )
+    shift, divide = torch.zeros(x_train.shape[1]), torch.full((x_train.shape[1],), scale or 1.0)
     if scale is not None:
         x_train, x_test = x_train / scale, x_test / scale
     if standardize:
+        mean, std = standardization(x_train)
         x_train, x_test = standardized(x_train, x_test)
+        shift, divide = mean * divide, std * divide  # (raw / s - m) / d = (raw - m s) / (d s)
     if num_classes is None:
         num_classes = int(max(y_train.max(), y_test.max())) + 1
         if num_classes < 2:
             raise _column_error(
                 train_path, label, "every label is 0; a classifier needs two classes"
             )
-    return Dataset(name or _default_name(train_path), x_train, y_train, x_test, y_test, num_classes)
+    preprocess = (shift, divide) if scale is not None or standardize else None
+    name = name or _default_name(train_path)
+    return Dataset(name, x_train, y_train, x_test, y_test, num_classes, preprocess=preprocess)

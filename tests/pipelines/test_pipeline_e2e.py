@@ -50,6 +50,13 @@ def tracking(run, monkeypatch):
     mlflow.set_tracking_uri(before)
 
 
+def raw(data, x):
+    """Features as the data source holds them (digits: 4-bit pixels), before the loader's
+    standardization."""
+    shift, scale = data.preprocess
+    return (x * scale + shift).numpy()
+
+
 def test_the_run_tree_reads_pipeline_screen_search_trials_final(run):
     p, c, stages, trial_runs = run
     assert sorted(stages) == ["final", "screen", "search"]
@@ -89,7 +96,7 @@ def test_the_registered_model_loads_as_pyfunc_and_as_a_network(run, tracking):
     probabilities = torch.softmax(logits, 1).numpy()
 
     model = mlflow.pyfunc.load_model(final["model_uri"])
-    predicted = model.predict(data.x_test.numpy())
+    predicted = model.predict(raw(data, data.x_test))  # the model scales raw features itself
     np.testing.assert_allclose(predicted, probabilities, rtol=0, atol=1e-6)
     np.testing.assert_allclose(predicted.sum(1), 1.0, atol=1e-5)
 
@@ -101,6 +108,8 @@ def test_the_registered_model_loads_as_pyfunc_and_as_a_network(run, tracking):
     with pytest.raises(Exception, match=r"expected shape \(-1, 64\)"):
         model.predict(np.zeros((2, 3), dtype=np.float32))
 
+    version = c.get_model_version("tiny-e2e", "1")
+    assert final["architecture"] in version.description and "raw features" in version.description
     acc = (logits.argmax(1) == data.y_test).float().mean().item()
     final_run = c.get_run(final["run_id"])
     assert acc == pytest.approx(final_run.data.metrics["test_accuracy"], abs=1e-6)
@@ -125,7 +134,7 @@ def test_the_served_model_answers_invocations_with_the_same_probabilities(run, t
     with served(command, ping, log=log, env=serve_environment()):
         request = urllib.request.Request(
             f"http://127.0.0.1:{port}/invocations",
-            data=json.dumps({"inputs": x.tolist()}).encode(),
+            data=json.dumps({"inputs": raw(data, x).tolist()}).encode(),
             headers={"Content-Type": "application/json"},
         )
         answer = json.loads(urllib.request.urlopen(request, timeout=30).read())
