@@ -43,6 +43,10 @@ class TrainConfigError(ValueError):
     """A training setting with a bad value; the message names the field."""
 
 
+class DivergedError(RuntimeError):
+    """The loss became NaN or infinite: the run cannot go on (nothing it made is usable)."""
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """How to train: for ``steps`` optimizer steps or ``epochs`` passes over the training set
@@ -311,6 +315,11 @@ class Trainer:
             correct = torch.stack([torch.eq(z.argmax(-1), t).sum() for z, t in pairs])
         values = zip(rows, torch.stack(losses).tolist(), correct.tolist(), labels, strict=True)
         for row, loss, hits, y in values:
+            if not math.isfinite(loss):
+                raise DivergedError(
+                    f"training loss {loss} at step {row['step']} (lr {self.config.lr:g}): "
+                    "the run diverged"
+                )
             row["loss"] = loss
             row["accuracy"] = hits / len(y)
             if "penalty" in row:
@@ -336,6 +345,11 @@ class Trainer:
             f"{name}_loss": self.loss_fn(logits, y).item(),
             f"{name}_accuracy": (logits.argmax(1) == y).float().mean().item(),
         }
+        if not math.isfinite(metrics[f"{name}_loss"]):  # argmax of NaN logits still "scores"
+            raise DivergedError(
+                f"{name} loss {metrics[f'{name}_loss']} at step {self.step}: the network's "
+                "outputs are not finite"
+            )
         history = self.history
         if not history or history[-1]["step"] != self.step:
             history.append(

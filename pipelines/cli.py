@@ -14,7 +14,7 @@ from growth_core.growth import PolicyError
 from growth_core.init import InitError
 from growth_core.screen import ScreenError
 from growth_core.spec import SpecError
-from growth_core.train import TrainConfigError
+from growth_core.train import DivergedError, TrainConfigError
 
 from .config import ConfigError, PipelineError, load_config
 
@@ -22,6 +22,7 @@ from .config import ConfigError, PipelineError, load_config
 PROJECT_ERRORS = (
     ConfigError,
     DataError,
+    DivergedError,
     InitError,
     PipelineError,
     PolicyError,

@@ -43,8 +43,24 @@ from growth_core.spec import ACTIVATIONS, ArchitectureSpec
 
 from .pareto import SELECT_RULES
 
+#: Upper bounds on sizes, so that a typo (``trials = 1e9``, ``widths = [1e9]``) is an error
+#: that names the key before any run starts rather than hours of work or an out-of-memory.
+MAX_COUNT = 10_000  # trials, epochs, decisions, candidates kept
+MAX_WORKERS = 256  # final.workers, search.max_concurrent
+MAX_WIDTH = 65_536  # a hidden layer, a screened network, a batch
+MAX_DEPTH = 64  # hidden layers a network may start with or grow to
+MAX_SCREEN_DEPTH = 512  # the screen's cascade
+MAX_PARAMS = 1_000_000_000
+#: Experiment names: what an MLflow experiment, a registered model and a folder all accept.
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
+
 PositiveInt = Annotated[int, Field(gt=0)]
-PositiveFloat = Annotated[float, Field(gt=0)]
+Count = Annotated[int, Field(gt=0, le=MAX_COUNT)]
+Width = Annotated[int, Field(gt=0, le=MAX_WIDTH)]
+Depth = Annotated[int, Field(gt=0, le=MAX_DEPTH)]
+Workers = Annotated[int, Field(gt=0, le=MAX_WORKERS)]
+PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+NonNegativeFloat = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 
 
 class ConfigError(ValueError):
@@ -92,9 +108,9 @@ class DataConfig(_Section):
 class ModelConfig(_Section):
     family: Literal["mlp", "resnet"] = "mlp"
     activation: Literal[ACTIVATIONS] = "relu"  # type: ignore[valid-type]
-    widths: list[PositiveInt] = [8]
+    widths: Annotated[list[Width], Field(min_length=1, max_length=MAX_DEPTH)] = [8]
     """Starting hidden widths (mlp) or block widths (resnet)."""
-    width: PositiveInt | None = None
+    width: Width | None = None
     """resnet only: the width of the residual stream."""
 
     def spec(self, input_dim: int, output_dim: int) -> ArchitectureSpec:
@@ -113,8 +129,8 @@ class CandidateGrid(_Section):
     """One initializer kind; list-valued fields are expanded as a grid."""
 
     kind: Literal[INIT_KINDS]  # type: ignore[valid-type]
-    sigma_w2: PositiveFloat | list[PositiveFloat] = 1.0
-    sigma_b2: Annotated[float, Field(ge=0)] | list[Annotated[float, Field(ge=0)]] = 0.0
+    sigma_w2: PositiveFloat | Annotated[list[PositiveFloat], Field(min_length=1)] = 1.0
+    sigma_b2: NonNegativeFloat | Annotated[list[NonNegativeFloat], Field(min_length=1)] = 0.0
 
     def expand(self) -> list[Initializer]:
         ws = self.sigma_w2 if isinstance(self.sigma_w2, list) else [self.sigma_w2]
@@ -123,21 +139,23 @@ class CandidateGrid(_Section):
 
 
 class ScreenConfig(_Section):
-    candidates: list[CandidateGrid] = [CandidateGrid(kind="gaussian", sigma_w2=[0.5, 1.0, 1.76])]
-    depth: Annotated[int, Field(ge=2)] | None = None
+    candidates: Annotated[list[CandidateGrid], Field(min_length=1)] = [
+        CandidateGrid(kind="gaussian", sigma_w2=[0.5, 1.0, 1.76])
+    ]
+    depth: Annotated[int, Field(ge=2, le=MAX_SCREEN_DEPTH)] | None = None
     """Depth of the cascade's frozen network; default: the deepest the search may grow the
     model (``search.max_depth`` with layer insertion, else the model's depth), at least 2."""
-    width: PositiveInt | None = None
+    width: Width | None = None
     """Width of the screened network, the input randomly projected to it when the data has more
     features (as bench/screen_validation.py screens MNIST); default: the model's width."""
-    epochs: PositiveInt = 10
+    epochs: Count = 10
     """Passes of the decoders over the training data (digits needs about 10; MNIST one)."""
-    steps: PositiveInt | None = None
+    steps: Annotated[int, Field(gt=0, le=10_000_000)] | None = None
     """Stop the decoders after this many steps (default: no limit beyond ``epochs``)."""
-    batch_size: PositiveInt = 64
-    eval_images: PositiveInt = 500
+    batch_size: Width = 64
+    eval_images: Annotated[int, Field(gt=0, le=1_000_000)] = 500
     """Held-out images the KL-versus-depth curve is read on."""
-    keep: PositiveInt = 2
+    keep: Count = 2
     """How many of the best trainable candidates go on to the search."""
     seed: int = 0
 
@@ -146,7 +164,7 @@ class ScreenConfig(_Section):
 
 
 class AshaConfig(_Section):
-    grace_period: PositiveInt = 1
+    grace_period: Count = 1
     reduction_factor: Annotated[int, Field(ge=2)] = 2
 
 
@@ -156,39 +174,43 @@ class ArchitectureSpace(_Bounded):
     fixed-architecture search the growth pipeline is compared with)."""
 
     bounds = ("depth", "width")
-    depth: tuple[PositiveInt, PositiveInt] = (1, 3)
-    width: tuple[PositiveInt, PositiveInt] = (16, 512)
+    depth: tuple[Depth, Depth] = (1, 3)
+    width: tuple[Width, Width] = (16, 512)
 
 
 class SearchConfig(_Bounded):
     bounds = ("lr", "plateau_threshold")
-    trials: PositiveInt = 8
-    max_concurrent: PositiveInt = 2
+    trials: Count = 8
+    max_concurrent: Workers = 2
     lr: tuple[PositiveFloat, PositiveFloat] = (1e-3, 3e-2)
     """Log-uniform bounds."""
     optimizer: Literal["sgd", "adam"] = "adam"
-    batch_size: PositiveInt = 64
-    epochs: PositiveInt = 8
-    insertion: list[Literal["sensli", "none"]] = ["sensli", "none"]
+    batch_size: Width = 64
+    epochs: Count = 8
+    insertion: Annotated[list[Literal["sensli", "none"]], Field(min_length=1)] = ["sensli", "none"]
     """Depth growth: sensitivity-based layer insertion (SensLI), or none."""
-    growth_timing: list[Literal["schedule", "plateau"]] = ["schedule"]
+    growth_timing: Annotated[list[Literal["schedule", "plateau"]], Field(min_length=1)] = [
+        "schedule"
+    ]
     """When growth decisions are made: ``decisions`` of them spread evenly over the first
     ``growth_until`` of the run, or whenever the training loss plateaus."""
-    decisions: PositiveInt = 4
+    decisions: Count = 4
     growth_until: Annotated[float, Field(gt=0, le=1)] = 0.5
     plateau_threshold: tuple[PositiveFloat, PositiveFloat] = (0.005, 0.05)
-    plateau_window: PositiveInt = 20
-    width_strategy: list[Literal["none", "tiny", "tiny_update", "gradmax", "random"]] = ["none"]
+    plateau_window: Count = 20
+    width_strategy: Annotated[
+        list[Literal["none", "tiny", "tiny_update", "gradmax", "random"]], Field(min_length=1)
+    ] = ["none"]
     """Width growth: neurons added at expressivity bottlenecks (TINY and its peers), or none."""
-    width_ridge: Annotated[float, Field(ge=0)] = 1.0
+    width_ridge: NonNegativeFloat = 1.0
     """``WidthGrowth.ridge``: shrinkage of ``S2`` when neurons are fitted (0: the paper's)."""
     width_samples: Literal[SAMPLE_DRAWS] = "fixed"  # type: ignore[valid-type]
     """``WidthGrowth.samples``: statistics samples drawn at every decision, or once a run."""
-    width_line_search_samples: PositiveInt | None = 256
+    width_line_search_samples: Annotated[int, Field(gt=0, le=1_000_000)] | None = 256
     """``WidthGrowth.line_search_samples``: samples each amplitude of the line search is scored
     on (``None``: the statistics samples); a decision's largest cost on a small network."""
-    max_depth: PositiveInt = 4
-    max_params: PositiveInt | None = None
+    max_depth: Depth = 4
+    max_params: Annotated[int, Field(gt=0, le=MAX_PARAMS)] | None = None
     architecture: ArchitectureSpace | None = None
     """Search the starting architecture too (``None``: every trial starts from the model's)."""
     asha: AshaConfig = AshaConfig()
@@ -196,8 +218,8 @@ class SearchConfig(_Bounded):
 
 
 class FinalConfig(_Section):
-    workers: PositiveInt = 2
-    epochs: PositiveInt = 10
+    workers: Workers = 2
+    epochs: Count = 10
     use_gpu: bool | Literal["auto"] = "auto"
     select: Literal[SELECT_RULES] = "smallest_within"  # type: ignore[valid-type]
     """Which trial of the search's front the final stage trains: the most accurate, or the
@@ -206,8 +228,9 @@ class FinalConfig(_Section):
 
 
 class PipelineConfig(_Section):
-    name: Annotated[str, Field(min_length=1)]
-    """The MLflow experiment name."""
+    name: Annotated[str, Field(pattern=NAME_PATTERN)]
+    """The MLflow experiment name, the registered model's and the run folder's: letters, digits,
+    ``.``, ``_`` and ``-``, starting with a letter or digit, at most 100 characters."""
     data: DataConfig
     model: ModelConfig = ModelConfig()
     screen: ScreenConfig = ScreenConfig()

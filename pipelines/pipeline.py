@@ -70,8 +70,6 @@ def run_pipeline(
     data = trials.load_data(cfg.data)  # in the driver, before any run: a data error stops here
     inputs = dataset_inputs(cfg.data, data)
     started = time.strftime("%Y%m%d-%H%M%S")
-    workdir = (RUNS_DIR / cfg.name / started).resolve()
-    workdir.mkdir(parents=True, exist_ok=True)
     init_ray()
     experiment_id = ensure_experiment(cfg.name)
     parent = RunLogger.start(
@@ -84,9 +82,16 @@ def run_pipeline(
             "growth and register it."
         ),
     )
-    parent.log_params(cfg.model_dump(mode="json"))
-    parent.log_text(cfg.model_dump_json(indent=2), "config.json")
-    parent.log_datasets(inputs.values())
+    try:
+        # the run's own folder: its id in the name, never shared with a run of the same second
+        workdir = (RUNS_DIR / cfg.name / f"{started}-{parent.run_id[:8]}").resolve()
+        workdir.mkdir(parents=True, exist_ok=False)
+        parent.log_params(cfg.model_dump(mode="json"))
+        parent.log_text(cfg.model_dump_json(indent=2), "config.json")
+        parent.log_datasets(inputs.values())
+    except BaseException:
+        parent.finish(False)
+        raise
     summary: dict[str, Any] = {
         "parent_run_id": parent.run_id,
         "experiment_id": experiment_id,

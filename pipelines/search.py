@@ -228,13 +228,24 @@ class _TrialTracker(tune.Callback):
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
         state = self._open.pop(trial.trial_id, None)
         if state is not None:
-            error = getattr(trial, "error_file", None)
-            state["logger"].set_tags({"error": str(error or "the trial raised")})
-            state["logger"].finish(False)
+            try:
+                state["logger"].set_tags({"error": _error_line(trial)})
+            finally:
+                state["logger"].finish(False)
 
     def on_experiment_end(self, trials, **info) -> None:
         for trial_id in list(self._open):  # never heard of again: end it rather than leave it
             self._open.pop(trial_id)["logger"].finish("KILLED")
+
+
+def _error_line(trial) -> str:
+    """The last line of a failed trial's error (``DivergedError: val loss nan at ...``), from
+    the error file Tune wrote in the driver before it called back."""
+    try:
+        lines = [line for line in Path(trial.error_file).read_text().splitlines() if line.strip()]
+    except (OSError, TypeError):
+        lines = []
+    return lines[-1].strip()[:5000] if lines else "the trial raised (no error file)"
 
 
 def _describe_trial(trial_id: str, settings: dict[str, Any]) -> str:

@@ -219,3 +219,21 @@ def test_policy_settings_round_trip():
     assert again.to_dict()["depth"] == {
         "score": "v1", "selection": "max", "max_depth": 4, "score_batches": None
     }  # fmt: skip
+
+
+def test_a_diverged_run_stops_with_a_named_error():
+    net = make_net()
+    with torch.no_grad():
+        next(net.parameters())[0, 0] = float("nan")  # as a blown-up step leaves it
+    trainer = Trainer(net, toy_data(), TrainConfig(steps=5, lr=0.1))
+    with pytest.raises(train.DivergedError, match="diverged|not finite"):
+        trainer.fit()
+
+
+def test_an_evaluation_of_non_finite_outputs_is_refused():
+    trainer = Trainer(make_net(), toy_data(), TrainConfig(steps=1, lr=0.1))
+    trainer.fit()
+    with torch.no_grad():
+        next(trainer.net.parameters()).fill_(float("inf"))
+    with pytest.raises(train.DivergedError, match="test loss"):
+        trainer.evaluate()

@@ -94,3 +94,34 @@ def test_a_relative_data_path_is_resolved_in_the_driver(tmp_path, monkeypatch):
     missing = validate({"name": "p", "data": {"dataset": "parquet", "path": "nowhere"}})
     with pytest.raises(ConfigError, match="^data.path: nowhere .*no such file or folder"):
         missing.resolved()
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ('name="../escape"', "name"),
+        ('name="a/b"', "name"),
+        ('name="runs:1"', "name"),
+        ('name=""', "name"),
+        ("search.trials=1e9", "search.trials"),
+        ("search.trials=1000000000", "search.trials"),
+        ("final.workers=1000000", "final.workers"),
+        ("model.widths=[1000000000]", "model.widths.0"),
+        ("model.widths=[]", "model.widths"),
+        ("search.lr=[1e-3, inf]", "search.lr.1"),
+        ("search.lr=[nan, 1e-2]", "search.lr.0"),
+        ("screen.candidates=[]", "screen.candidates"),
+        ("search.insertion=[]", "search.insertion"),
+        ("search.width_strategy=[]", "search.width_strategy"),
+        ("search.max_depth=1000", "search.max_depth"),
+        ("search.max_params=1e12", "search.max_params"),
+        ("screen.depth=100000", "screen.depth"),
+    ],
+)
+def test_hostile_sizes_and_names_are_refused_naming_the_key(override, key):
+    raw = {"name": "t", "data": {"dataset": "digits"}}
+    apply_override(raw, override)
+    with pytest.raises(ConfigError) as e:
+        validate(raw)
+    lines = str(e.value).splitlines()[1:]
+    assert any(line.strip().startswith(f"{key}:") for line in lines), str(e.value)
