@@ -88,8 +88,16 @@ def scratch():
                 os.environ["MLFLOW_TRACKING_URI"] = uri
 
 
-def one_run(dataset: str, row: str, seed: int, quick: bool, data_dir: Path | None) -> dict:
+def one_run(
+    dataset: str,
+    row: str,
+    seed: int,
+    quick: bool,
+    data_dir: Path | None,
+    extra: list[str] | None = None,
+) -> dict:
     sets, stages = overrides(row, seed, quick)
+    sets += extra or []
     if dataset == "mnist":
         sets.append(f'data.path="{Path(data_dir or _common.DEFAULT_MNIST).resolve()}"')
     cfg = load_config(CONFIGS / f"{dataset}.toml", sets).resolved()
@@ -202,7 +210,19 @@ def main() -> None:
     p = _common.parser(NAME, __doc__)
     p.add_argument("--datasets", default=None, help="comma-separated: digits,mnist")
     p.add_argument("--replot", type=Path, default=None, help="only draw the plot of a results JSON")
+    p.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated, of: {', '.join(ROWS)}")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a config override for every row (a probe; the committed results use none)",
+    )
     args = p.parse_args()
+    rows = [r.strip() for r in args.rows.split(",")]
+    unknown = [r for r in rows if r not in ROWS]
+    if unknown:
+        p.error(f"--rows: unknown {unknown}; rows are {list(ROWS)}")
     if args.replot:
         runs = json.loads(args.replot.read_text())["config"]["runs"]
         print("wrote", plot(runs, args.replot.with_suffix(".png")))
@@ -214,8 +234,8 @@ def main() -> None:
     runs = []
     for dataset in datasets:
         for seed in range(seeds):
-            for row in ROWS:
-                runs.append(one_run(dataset, row, seed, args.quick, args.data_dir))
+            for row in rows:
+                runs.append(one_run(dataset, row, seed, args.quick, args.data_dir, args.set))
                 r = runs[-1]
                 line = f"{r['test_accuracy']:.4f}, {r['params']} params, "
                 line += f"{r['flops'] / 1e9:.3g} GFLOPs, {r['seconds']:.0f} s"
@@ -225,7 +245,14 @@ def main() -> None:
             "seconds", "hypervolume"]  # fmt: skip
     print(_common.markdown_table(rows, cols))
     print({k: round(v, 3) for k, v in summary.items()})
-    config = {"datasets": datasets, "seeds": seeds, "quick": args.quick, "runs": runs}
+    config = {
+        "datasets": datasets,
+        "seeds": seeds,
+        "quick": args.quick,
+        "rows": rows,
+        "overrides": args.set,
+        "runs": runs,
+    }
     out = _common.write_result(NAME, args.out, config, rows, summary)
     print("wrote", out, plot(runs, out.with_suffix(".png")))
 
