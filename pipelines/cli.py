@@ -92,3 +92,7 @@ def main(argv: list[str] | None = None) -> None:
     except PROJECT_ERRORS as e:
         console.print(f"[red]{type(e).__name__}[/red] {e}", soft_wrap=True)
         sys.exit(1)
+    except KeyboardInterrupt as e:
+        why = str(e) or "interrupted"
+        console.print(f"[red]stopped[/red] {why}: the pipeline's MLflow runs are ended KILLED")
+        sys.exit(130)

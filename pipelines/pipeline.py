@@ -8,6 +8,8 @@ existing cluster and ``MLFLOW_TRACKING_URI`` logs to a server. The code does not
 from __future__ import annotations
 
 import os
+import signal
+import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -64,7 +66,38 @@ def _stage(console: Console, title: str, total: int | None):
 def run_pipeline(
     cfg: PipelineConfig, stages: tuple[str, ...], *, console: Console | None = None
 ) -> dict[str, Any]:
-    """Run the given stages; returns the summary that is also printed and logged."""
+    """Run the given stages; returns the summary that is also printed and logged. Ctrl+C and
+    SIGTERM stop it with :class:`Interrupted`, its MLflow runs ended KILLED."""
+    with _terminate_as_interrupt():
+        return _run_pipeline(cfg, stages, console=console)
+
+
+class Interrupted(KeyboardInterrupt):
+    """The pipeline was stopped by a signal (SIGTERM) or Ctrl+C."""
+
+
+@contextmanager
+def _terminate_as_interrupt():
+    """SIGTERM raises :class:`Interrupted` in the driver, as Ctrl+C raises KeyboardInterrupt,
+    so every open run is ended KILLED on the way out (a signal handler can only be set in the
+    main thread: elsewhere SIGTERM keeps its handler)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise Interrupted(f"stopped by signal {signal.Signals(signum).name}")
+
+    before = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)
+
+
+def _run_pipeline(
+    cfg: PipelineConfig, stages: tuple[str, ...], *, console: Console | None = None
+) -> dict[str, Any]:
     console = console or Console()
     cfg = cfg.resolved()
     data = trials.load_data(cfg.data)  # in the driver, before any run: a data error stops here

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+import ray
 import torch
 from mlflow.entities import DatasetInput
 from ray import tune
@@ -234,8 +235,33 @@ class _TrialTracker(tune.Callback):
                 state["logger"].finish(False)
 
     def on_experiment_end(self, trials, **info) -> None:
-        for trial_id in list(self._open):  # never heard of again: end it rather than leave it
-            self._open.pop(trial_id)["logger"].finish("KILLED")
+        self.end_open("KILLED")  # never heard of again: end them rather than leave them
+
+    def end_open(self, status: str) -> None:
+        """End every trial run still open with ``status``."""
+        for trial_id in list(self._open):
+            self._open.pop(trial_id)["logger"].finish(status)
+
+
+def _placement_groups() -> set[str]:
+    """Ids of the live placement groups (Tune holds each running trial's resources in one)."""
+    from ray.util.placement_group import placement_group_table
+
+    return {
+        pg_id
+        for pg_id, info in placement_group_table().items()
+        if info["state"] in ("PENDING", "CREATED", "RESCHEDULING")
+    }
+
+
+def _remove_placement_groups(ids: set[str]) -> None:
+    """Remove the placement groups an interrupted search left, and with them its trials'
+    actors: Tune cleans up only when its loop ends normally, and a Ray session that outlives
+    the pipeline (a notebook, a cluster) would keep them running."""
+    from ray.util.placement_group import PlacementGroup, remove_placement_group
+
+    for pg_id in ids:
+        remove_placement_group(PlacementGroup(ray.PlacementGroupID(bytes.fromhex(pg_id))))
 
 
 def _error_line(trial) -> str:
@@ -281,22 +307,28 @@ class _Progress(tune.Callback):
         self.advance()
 
 
+#: Tune's settings while the search runs: its older reporter, which ``verbose=0`` silences
+#: (the pipeline prints its own progress), and Ctrl+C left to the pipeline, which stops (its
+#: runs KILLED) rather than let Tune end the search quietly and the final stage go on.
+TUNE_ENV = {"RAY_AIR_NEW_OUTPUT": "0", "TUNE_DISABLE_SIGINT_HANDLER": "1"}
+
+
 @contextmanager
 def _quiet_tune():
-    """Tune's and Optuna's own banners off: the pipeline prints its progress bars and tables.
-    ``RAY_AIR_NEW_OUTPUT=0`` selects Tune's older reporter, which ``verbose=0`` silences."""
-    before = os.environ.get("RAY_AIR_NEW_OUTPUT")
-    os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
+    """:data:`TUNE_ENV` set and Optuna's INFO lines off while the search runs."""
+    before = {k: os.environ.get(k) for k in TUNE_ENV}
+    os.environ.update(TUNE_ENV)
     optuna_level = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
         yield
     finally:
         optuna.logging.set_verbosity(optuna_level)
-        if before is None:
-            os.environ.pop("RAY_AIR_NEW_OUTPUT", None)
-        else:
-            os.environ["RAY_AIR_NEW_OUTPUT"] = before
+        for k, v in before.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def run_search(
@@ -379,8 +411,14 @@ def _search(cfg, inits, depth_caps, experiment_id, run, storage, advance, datase
             callbacks=[_Progress(advance), tracker],
         ),
     )
+    before = _placement_groups()
     with _quiet_tune():
-        grid = tuner.fit()
+        try:
+            grid = tuner.fit()
+        except KeyboardInterrupt:  # Ctrl+C or SIGTERM: the trials end with the search
+            tracker.end_open("KILLED")
+            _remove_placement_groups(_placement_groups() - before)
+            raise
     if not any(r.metrics and METRIC in r.metrics for r in grid):
         first = next((r.error for r in grid if r.error), None)
         cause = str(first).strip().splitlines()[-1] if first else "none reported"

@@ -16,6 +16,7 @@ import json
 import logging
 import math
 import os
+import sys
 import tempfile
 from collections.abc import Iterable, Mapping
 from contextlib import contextmanager
@@ -287,10 +288,20 @@ class RunLogger:
         return LoggedNetwork(info.model_id, info.model_uri, registered)
 
     def finish(self, status: bool | str = True) -> None:
-        """End the run: ``True``/``False`` for FINISHED/FAILED, or a status name (``"KILLED"``)."""
+        """End the run: ``True`` for FINISHED, ``False`` for FAILED (KILLED when the exception
+        in flight is an interrupt: Ctrl+C, or SIGTERM as :func:`pipelines.pipeline.run_pipeline`
+        turns it into one), or a status name (``"KILLED"``)."""
+        if status is False and interrupted():
+            status = "KILLED"
         if isinstance(status, bool):
             status = RunStatus.to_string(RunStatus.FINISHED if status else RunStatus.FAILED)
         self.client.set_terminated(self.run_id, status)
+
+
+def interrupted() -> bool:
+    """Whether the exception being handled (in an ``except`` or ``finally`` block) is an
+    interrupt rather than an error."""
+    return isinstance(sys.exc_info()[1], KeyboardInterrupt)
 
 
 def save_model(net: Net, directory: str | Path) -> None:

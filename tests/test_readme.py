@@ -24,5 +24,5 @@ def test_the_readme_example_grows_a_network_as_it_says():
     result = namespace["result"]
     kinds = [e.kind for e in result.events]
     assert kinds == ["neurons", "layer", "layer"]  # what the README says it prints
-    assert out.getvalue().startswith("64-18-18-18-10 relu 0.95")
+    assert out.getvalue().startswith("64-18-18-18-10 relu 0.9487")
     assert result.final["test_accuracy"] > 0.9
