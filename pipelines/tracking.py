@@ -70,8 +70,11 @@ def client(uri: str | None = None) -> MlflowClient:
 
 
 def ensure_experiment(name: str) -> str:
-    """The experiment's id, creating it (in the driver, before any worker starts) if needed."""
+    """The experiment's id, creating it (in the driver, before any worker starts) if needed.
+    A SQLite store is switched to write-ahead logging first, so two pipelines (and a pipeline's
+    driver and its Ray Train rank 0) write to it at once without "database is locked"."""
     c = client()
+    _write_ahead_logging(c.tracking_uri)
     exp = c.get_experiment_by_name(name)
     if exp is not None:
         return exp.experiment_id
@@ -81,6 +84,16 @@ def ensure_experiment(name: str) -> str:
         # the UI then opens on "Model training" runs rather than GenAI traces
         tags={"mlflow.experimentKind": "custom_model_development"},
     )
+
+
+def _write_ahead_logging(uri: str) -> None:
+    """``PRAGMA journal_mode=WAL`` on a SQLite store (a property of the file: set once, kept)."""
+    if not uri.startswith("sqlite:///"):
+        return
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(uri.removeprefix("sqlite:///"), timeout=30)) as db:
+        db.execute("PRAGMA journal_mode=WAL")
 
 
 def _artifact_location(uri: str) -> str | None:

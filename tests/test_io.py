@@ -25,3 +25,18 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
         atomic_write(path, fail)
     assert path.read_text() == "old"
     assert os.listdir(tmp_path) == ["t.txt"]
+
+
+def test_the_file_and_its_rename_reach_the_disk_before_it_counts(tmp_path, monkeypatch):
+    synced = []
+    real_fsync = os.fsync
+
+    def fsync(fd):
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    path = write_json(tmp_path / "r.json", {"a": 1})
+    assert len(synced) == 2
+    assert synced[0].startswith(str(tmp_path / ".r.json.")) and synced[1] == str(tmp_path)
+    assert path.exists()

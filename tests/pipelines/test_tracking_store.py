@@ -1,0 +1,32 @@
+"""The embedded SQLite store takes writers at once: two processes logging together lose
+nothing."""
+
+import multiprocessing
+import sqlite3
+
+from pipelines.tracking import RunLogger, client, ensure_experiment
+
+STEPS = 150
+
+
+def _log(uri: str, experiment_id: str, name: str) -> str:
+    logger = RunLogger.start(experiment_id, name, uri=uri)
+    for step in range(STEPS):
+        logger.log_metrics({"loss": 1.0 / (step + 1), "accuracy": step / STEPS}, step=step)
+    logger.finish(True)
+    return logger.run_id
+
+
+def test_two_processes_write_to_one_sqlite_store_at_once(tmp_path, monkeypatch):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    experiment_id = ensure_experiment("concurrent")
+    with sqlite3.connect(tmp_path / "mlflow.db") as db:
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(2) as pool:
+        run_ids = pool.starmap(_log, [(uri, experiment_id, "a"), (uri, experiment_id, "b")])
+    c = client(uri)
+    for run_id in run_ids:
+        assert c.get_run(run_id).info.status == "FINISHED"
+        assert len(c.get_metric_history(run_id, "loss")) == STEPS
