@@ -30,9 +30,12 @@ from mlflow.entities import DatasetInput, Metric, Param, RunStatus
 from mlflow.tracking import MlflowClient
 
 from growth_core.events import GrowthEvent
+from growth_core.flops import parameter_count
 from growth_core.nets import Net, build
-from growth_core.spec import ArchitectureSpec
+from growth_core.spec import ArchitectureSpec, SpecError
 
+#: The largest network :func:`load_model_dir` builds (``search.max_params``' bound).
+MAX_LOADED_PARAMS = 1_000_000_000
 #: MLflow's switch for its artifact download progress bars.
 PROGRESS_BARS = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
 DEFAULT_DB = "mlflow.db"
@@ -331,6 +334,12 @@ def load_model_dir(directory: str | Path) -> Net:
     if (directory / "MLmodel").exists():
         directory = directory / "artifacts"
     spec = ArchitectureSpec.from_json((directory / SPEC_FILE).read_text())
+    params = parameter_count(spec)
+    if params > MAX_LOADED_PARAMS:  # checked before a single weight is allocated
+        raise SpecError(
+            f"{directory / SPEC_FILE}: {params:,} parameters, above the {MAX_LOADED_PARAMS:,} "
+            "a model of this project can have"
+        )
     net = build(spec)
     net.load_state_dict(torch.load(directory / WEIGHTS_FILE, weights_only=True))
     return net

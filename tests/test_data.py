@@ -213,3 +213,11 @@ def test_mnist_parquet(tmp_path):
     assert ds.y_train.bincount().tolist() == MNIST_TRAIN_COUNTS
     assert ds.x_train.min() == 0.0 and ds.x_train.max() == 1.0
     assert ds.name == "mnist"
+
+
+@pytest.mark.parametrize("label", [10**8, 1e20, 2**63 + 5])
+def test_a_label_too_large_for_an_output_layer_is_named(tmp_path, label):
+    labels = pa.array([0, 1, label], pa.uint64() if label == 2**63 + 5 else None)
+    path = write(tmp_path / "t.parquet", {"x": [0.1, 0.2, 0.3], "label": labels})
+    with pytest.raises(DataError, match=r"t.parquet.*label.*at most 100000 classes"):
+        data.load_parquet(path, test_fraction=0.34)

@@ -24,6 +24,9 @@ from .dataset import (
     standardized,
 )
 
+#: Labels are class indices below this: a label of 10^8 would make an output layer of GBs.
+MAX_CLASSES = 100_000
+
 
 def _column_error(path: Path, column: str, what: str) -> DataError:
     return DataError(f"{path}: column {column!r}: {what}")
@@ -139,7 +142,8 @@ def _list_features(column: pa.ChunkedArray, path: Path, name: str) -> np.ndarray
     values = pc.list_flatten(column)
     if values.null_count:
         raise _column_error(path, name, f"{values.null_count} null value(s) inside the lists")
-    features = values.to_numpy().astype(np.float32).reshape(len(column), width)
+    with np.errstate(over="ignore"):  # beyond float32: inf, refused by _check_finite below
+        features = values.to_numpy().astype(np.float32).reshape(len(column), width)
     if pa.types.is_floating(values.type):
         _check_finite(features, path, name)
     return features
@@ -152,7 +156,8 @@ def _numeric_feature(column: pa.ChunkedArray, path: Path, name: str) -> np.ndarr
     if not _is_number(column.type):
         raise _column_error(path, name, f"expected a numeric or list column, got {column.type}")
     _reject_nulls(column, path, name)
-    feature = column.to_numpy().astype(np.float32).reshape(-1, 1)
+    with np.errstate(over="ignore"):  # beyond float32: inf, refused by _check_finite below
+        feature = column.to_numpy().astype(np.float32).reshape(-1, 1)
     if pa.types.is_floating(column.type):
         _check_finite(feature, path, name)
     return feature
@@ -169,16 +174,21 @@ def _labels(column: pa.ChunkedArray, path: Path, name: str, num_classes: int | N
         if not whole.all():
             row = int(np.argmax(~whole))
             raise _column_error(path, name, f"non-integer label {raw[row]} in row {row}")
-    labels = raw.astype(np.int64)
-    if labels.min() < 0:
-        row = int(np.argmin(labels))
-        raise _column_error(path, name, f"negative label {labels[row]} in row {row}")
-    if num_classes is not None and labels.max() >= num_classes:
-        row = int(np.argmax(labels))
+    # ranges on the values as read, before the cast (a uint64 or 1e20 would wrap in int64)
+    if raw.min() < 0:
+        row = int(np.argmin(raw))
+        raise _column_error(path, name, f"negative label {raw[row]} in row {row}")
+    if num_classes is not None and raw.max() >= num_classes:
+        row = int(np.argmax(raw))
         raise _column_error(
-            path, name, f"label {labels[row]} in row {row} is not below num_classes={num_classes}"
+            path, name, f"label {raw[row]} in row {row} is not below num_classes={num_classes}"
         )
-    return labels
+    if raw.max() >= MAX_CLASSES:  # an output layer that large is a mislabelled column
+        row = int(np.argmax(raw))
+        raise _column_error(
+            path, name, f"label {raw[row]} in row {row}: at most {MAX_CLASSES} classes"
+        )
+    return raw.astype(np.int64)
 
 
 def _read_xy(

@@ -30,3 +30,17 @@ def test_two_processes_write_to_one_sqlite_store_at_once(tmp_path, monkeypatch):
     for run_id in run_ids:
         assert c.get_run(run_id).info.status == "FINISHED"
         assert len(c.get_metric_history(run_id, "loss")) == STEPS
+
+
+def test_a_model_spec_beyond_the_caps_is_refused_before_allocating(tmp_path):
+    import json
+
+    import pytest
+
+    from growth_core.spec import SpecError
+    from pipelines.tracking import load_model_dir
+
+    spec = {"input_dim": 100_000, "output_dim": 10, "widths": [100_000] * 3, "activation": "relu"}
+    (tmp_path / "spec.json").write_text(json.dumps(spec))
+    with pytest.raises(SpecError, match=r"spec.json: 30,001,\d{3},\d{3} parameters"):
+        load_model_dir(tmp_path)  # no state_dict.pt: it must stop before reading or building
