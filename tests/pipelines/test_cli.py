@@ -28,3 +28,17 @@ def test_a_missing_data_path_is_one_line_before_anything_runs(tmp_path, monkeypa
     out = capsys.readouterr().out.strip()
     assert exit_.value.code == 2 and len(out.splitlines()) == 1
     assert "data.path: absent" in out and not (tmp_path / "runs").exists()
+
+
+def test_the_modules_ray_workers_import_first_import_alone():
+    # a Ray worker imports the module of the function it runs first (pipelines.search for a
+    # trial, pipelines.final for the training loop, pipelines.screening for a screen task):
+    # MLflow must come before Ray there too (pipelines/__init__.py)
+    import subprocess
+    import sys
+
+    for name in ("search", "final", "screening", "distributed"):
+        done = subprocess.run(
+            [sys.executable, "-c", f"import pipelines.{name}"], capture_output=True, text=True
+        )
+        assert done.returncode == 0, f"pipelines.{name}: {done.stderr[-500:]}"
