@@ -8,10 +8,12 @@ SET     ?=
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 # A local multi-node Ray cluster on 127.0.0.1 (cluster-up / submit / cluster-down): every ray
-# call gets the same RAY_AUTH_MODE; ports and object store in infra/local-cluster.sh.
+# call gets the same RAY_AUTH_MODE, token authentication on (cluster-up writes the token to
+# RAY_TOKEN_FILE, submit sends it); ports and object store in infra/local-cluster.sh.
 export RAY_PORT           ?= 6380
 export RAY_DASHBOARD_PORT ?= 8265
-export RAY_AUTH_MODE      ?= disabled
+export RAY_AUTH_MODE      ?= token
+RAY_TOKEN_FILE ?= /tmp/gp-ray-$(RAY_PORT)/auth_token
 RAY_DASHBOARD := $(RAY_DASHBOARD_PORT)
 RAY           := $(CURDIR)/$(VENV)/bin/ray
 
@@ -69,7 +71,7 @@ cluster-up: install          ## a head and a worker node on 127.0.0.1 (PIDs reco
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH RAY=$(RAY) infra/local-cluster.sh up
 
 submit: install              ## the pipeline as a Ray job on $$RAY_ADDRESS
-	$(RAY) job submit --address $${RAY_ADDRESS:-http://127.0.0.1:$(RAY_DASHBOARD)} --working-dir . \
+	RAY_AUTH_TOKEN_PATH=$${RAY_AUTH_TOKEN_PATH:-$(RAY_TOKEN_FILE)} $(RAY) job submit --address $${RAY_ADDRESS:-http://127.0.0.1:$(RAY_DASHBOARD)} --working-dir . \
 	    --runtime-env-json '{"excludes": [".venv", "runs", "mlartifacts", "mlflow.db", ".git", "bench/results"], "env_vars": {"MLFLOW_TRACKING_URI": "'$${MLFLOW_TRACKING_URI:-$(MLFLOW_DB)}'"}}' \
 	    -- python -m pipelines run --config $(CONFIG) $(SET)
 

@@ -16,10 +16,22 @@ AGENT_PORT=${RAY_AGENT_PORT:-52365}
 WORKER_AGENT_PORT=${RAY_WORKER_AGENT_PORT:-$((AGENT_PORT + 1))}
 OBJECT_STORE=${RAY_OBJECT_STORE:-1000000000}
 CPUS_PER_NODE=${RAY_CPUS_PER_NODE:-1}
-export RAY_AUTH_MODE=${RAY_AUTH_MODE:-disabled}
+# Ray's token authentication stays on: every request to the cluster (GCS, dashboard, Jobs API)
+# carries the token; `up` writes a fresh one (0600) unless RAY_AUTH_TOKEN(_PATH) gives one.
+export RAY_AUTH_MODE=${RAY_AUTH_MODE:-token}
 # Ray puts unix sockets under its temp dir: keep the path short.
 TEMP_DIR=${RAY_CLUSTER_TEMP:-/tmp/gp-ray-$PORT}
 PIDS="$TEMP_DIR/cluster.pids"
+if [ "$RAY_AUTH_MODE" = token ] && [ -z "${RAY_AUTH_TOKEN:-}" ]; then
+  export RAY_AUTH_TOKEN_PATH=${RAY_AUTH_TOKEN_PATH:-$TEMP_DIR/auth_token}
+fi
+
+new_token() {
+  [ "$RAY_AUTH_MODE" = token ] && [ -z "${RAY_AUTH_TOKEN:-}" ] || return 0
+  [ -s "$RAY_AUTH_TOKEN_PATH" ] && return 0
+  mkdir -p "$(dirname "$RAY_AUTH_TOKEN_PATH")"
+  (umask 077; od -An -tx1 -N32 /dev/urandom | tr -d ' \n' >"$RAY_AUTH_TOKEN_PATH")
+}
 
 descendants() {
   local child
@@ -43,6 +55,7 @@ cluster_pids() {
 case "${1:-}" in
   up)
     mkdir -p "$TEMP_DIR"
+    new_token
     "$RAY" start --head --node-ip-address=127.0.0.1 --port="$PORT" \
       --dashboard-host=127.0.0.1 --dashboard-port="$DASHBOARD_PORT" \
       --dashboard-agent-listen-port="$AGENT_PORT" \
@@ -61,7 +74,8 @@ case "${1:-}" in
     done
     cluster_pids >"$PIDS"
     echo "Ray cluster up: 2 nodes on 127.0.0.1:$PORT ($(wc -l <"$PIDS") processes, see $PIDS)"
-    echo "export RAY_ADDRESS=http://127.0.0.1:$DASHBOARD_PORT RAY_AUTH_MODE=$RAY_AUTH_MODE"
+    echo "export RAY_ADDRESS=http://127.0.0.1:$DASHBOARD_PORT RAY_AUTH_MODE=$RAY_AUTH_MODE" \
+      "${RAY_AUTH_TOKEN_PATH:+RAY_AUTH_TOKEN_PATH=$RAY_AUTH_TOKEN_PATH}"
     ;;
   down)
     [ -f "$PIDS" ] || { echo "no cluster recorded in $PIDS"; exit 0; }
@@ -81,6 +95,7 @@ case "${1:-}" in
       done
     fi
     rm -f "$PIDS"
+    [ "${RAY_AUTH_TOKEN_PATH:-}" = "$TEMP_DIR/auth_token" ] && rm -f "$RAY_AUTH_TOKEN_PATH"
     echo "Ray cluster on port $PORT stopped"
     ;;
   status)

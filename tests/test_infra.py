@@ -80,6 +80,69 @@ def test_rayjob_entrypoint_is_the_pipeline_cli():
     assert env["MLFLOW_TRACKING_URI"] == MLFLOW_URI
 
 
+def secret_env(container) -> dict[str, tuple[str, str]]:
+    """Environment variables a container takes from Secrets: name -> (secret, key)."""
+    out = {}
+    for e in container.get("env", []):
+        ref = e.get("valueFrom", {}).get("secretKeyRef")
+        if ref:
+            out[e["name"]] = (ref["name"], ref["key"])
+    return out
+
+
+def hardened(container) -> bool:
+    ctx = container.get("securityContext", {})
+    return (
+        ctx.get("runAsNonRoot") is True
+        and ctx.get("runAsUser", 0) > 0
+        and ctx.get("allowPrivilegeEscalation") is False
+        and ctx.get("capabilities", {}).get("drop") == ["ALL"]
+    )
+
+
+@pytest.mark.parametrize("name", ["kuberay/raycluster.yaml", "kuberay/rayjob.yaml"])
+def test_kuberay_clusters_authenticate_and_run_as_non_root(name):
+    (doc,) = yaml_docs(name)
+    for c in containers(doc):
+        assert env_of(c)["RAY_AUTH_MODE"] == "token", c["name"]
+        secrets = secret_env(c)
+        assert secrets["RAY_AUTH_TOKEN"] == ("ray-auth", "auth_token")
+        assert {"MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"} <= set(secrets)
+        assert hardened(c), c["name"]
+        ports = {p["containerPort"] for p in c.get("ports", [])}
+        assert 10001 not in ports  # the Ray Client port (unauthenticated before 2.52) is closed
+
+
+def test_the_launcher_cluster_authenticates_and_keeps_the_dashboard_local():
+    (doc,) = yaml_docs("ray-cluster.yaml")
+    options = " ".join(doc["docker"]["run_options"])
+    assert "RAY_AUTH_MODE=token" in options and "RAY_AUTH_TOKEN_PATH=" in options
+    token_path = options.split("RAY_AUTH_TOKEN_PATH=")[1].split()[0]
+    assert token_path in doc["file_mounts"]
+    head = " ".join(doc["head_start_ray_commands"])
+    assert "--dashboard-host=127.0.0.1" in head and "0.0.0.0" not in head
+
+
+def test_mlflow_server_authenticates_names_its_hosts_and_keeps_secrets_out_of_argv():
+    docs = {(d["kind"], d["metadata"]["name"]): d for d in yaml_docs("mlflow/tracking-server.yaml")}
+    pod = docs[("Deployment", "mlflow")]["spec"]["template"]["spec"]
+    (server,) = pod["containers"]
+    args = dict(a.removeprefix("--").partition("=")[::2] for a in server["args"])
+    assert args["app-name"] == "basic-auth"
+    uri = urlparse(MLFLOW_URI)
+    allowed = args["allowed-hosts"].split(",")
+    assert uri.netloc in allowed and f"{uri.hostname.split('.')[0]}:{uri.port}" in allowed
+    # no secret in a process's arguments: no $(VAR) expansion, no URI with a password
+    assert not any("$(" in a or re.search(r"://[^/@\s]+:[^/@\s]+@", a) for a in server["args"])
+    assert secret_env(server)["MLFLOW_BACKEND_STORE_URI"] == (
+        "mlflow-postgres",
+        "BACKEND_STORE_URI",
+    )
+    assert hardened(server)
+    (postgres,) = docs[("StatefulSet", "mlflow-postgres")]["spec"]["template"]["spec"]["containers"]
+    assert hardened(postgres)
+
+
 def test_mlflow_server_serves_the_uri_the_pipeline_uses():
     docs = {(d["kind"], d["metadata"]["name"]): d for d in yaml_docs("mlflow/tracking-server.yaml")}
     uri = urlparse(MLFLOW_URI)
@@ -91,7 +154,7 @@ def test_mlflow_server_serves_the_uri_the_pipeline_uses():
     (server,) = docs[("Deployment", "mlflow")]["spec"]["template"]["spec"]["containers"]
     args = dict(a.removeprefix("--").partition("=")[::2] for a in server["args"])
     assert int(args["port"]) == uri.port
-    assert args["backend-store-uri"].startswith("postgresql://")
+    assert "backend-store-uri" not in args  # from a Secret, as MLFLOW_BACKEND_STORE_URI
     assert args["artifacts-destination"].startswith("s3://")
     assert ("StatefulSet", "mlflow-postgres") in docs
 

@@ -7,6 +7,8 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -66,7 +68,8 @@ def test_pipeline_job_on_a_two_node_cluster(tmp_path):
         "RAY_AGENT_PORT": str(free_port()),
         "RAY_WORKER_AGENT_PORT": str(free_port()),
         "RAY_CLUSTER_TEMP": str(temp),
-        "RAY_AUTH_MODE": "disabled",
+        "RAY_AUTH_MODE": "token",  # the script writes the token; every ray call below sends it
+        "RAY_AUTH_TOKEN_PATH": str(temp / "auth_token"),
         "PATH": f"{BIN}:{os.environ['PATH']}",
     }
     env.pop("RAY_ADDRESS", None)
@@ -81,9 +84,15 @@ def test_pipeline_job_on_a_two_node_cluster(tmp_path):
             [SCRIPT, "status"], env=env, capture_output=True, text=True, timeout=60, cwd=ROOT
         ).stdout
         assert status.count("node_") == 2, status
+        token = temp / "auth_token"
+        assert token.stat().st_mode & 0o777 == 0o600 and len(token.read_text()) == 64
+        # the Jobs API refuses a request without the token
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(f"http://127.0.0.1:{dashboard}/api/jobs/", timeout=30)
+        assert refused.value.code in (401, 403)
         runtime_env = {
             "excludes": [".venv", "runs", "mlartifacts", "mlflow.db", ".git", "bench/results"],
-            "env_vars": {"MLFLOW_TRACKING_URI": uri, "RAY_AUTH_MODE": "disabled"},
+            "env_vars": {"MLFLOW_TRACKING_URI": uri, "RAY_AUTH_MODE": "token"},
         }
         for _ in range(24):  # on a loaded machine the head's job agent can come up late (2 min)
             job = subprocess.run(
