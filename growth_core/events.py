@@ -130,3 +130,12 @@ class GrowthPolicy(ABC):
     @abstractmethod
     def decide(self, state: TrainingState) -> Decision:
         """Called after every optimizer step; must not change ``state``."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """What a resumed run needs to decide as this policy would have (random states,
+        counters); a policy with none returns ``{}``."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Take back :meth:`state_dict`'s state (a policy with none ignores it)."""
+        del state

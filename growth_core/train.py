@@ -193,6 +193,8 @@ class Trainer:
         self._generator = torch.Generator().manual_seed(config.seed)
         self._order: Tensor | None = None
         self._cursor = 0
+        self._decided_step = 0  # the last step the policy was asked about
+        self._decide_pending = False  # resumed from a state saved before its step's decision
         self.steps_per_epoch = config.steps_per_epoch(data.n_train, world)
         self.total_steps = (
             config.steps if config.epochs is None else config.epochs * self.steps_per_epoch
@@ -267,6 +269,9 @@ class Trainer:
         done, at most ``total_steps``; no final evaluation. ``fit`` is this plus one."""
         cfg, total = self.config, self.total_steps
         step = min(step, total)
+        if self._decide_pending:
+            self._decide_pending = False
+            self._decide()  # resumed from a state saved before this step's decision
         while self.step < step:
             x, y = self.next_batch()
             logits = self.train_step(x, y)
@@ -274,9 +279,50 @@ class Trainer:
                 self._log(logits, y)
             self._fire("on_step_end")
             if self.policy is not None:
-                self.apply(self.policy.decide(self))
+                self._decide()
             if cfg.eval_every and self.step % cfg.eval_every == 0 and self.step < total:
                 self.evaluate()
+
+    def _decide(self) -> None:
+        self._decided_step = self.step
+        self.apply(self.policy.decide(self))
+
+    # -- resuming ------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Everything but the network (its spec and weights) that continuing this run needs:
+        counters, history, growth events, the data order and position, the optimizer's and the
+        policy's state. A ``Trainer`` on the same (grown) network, data and config, given this
+        with :meth:`load_state_dict`, trains on exactly as this one would have; saved before a
+        step's growth decision (an ``on_step_end`` callback), it makes that decision first."""
+        return {
+            "step": self.step,
+            "flops": self.flops,
+            "growth_flops": self.growth_flops,
+            "decide_pending": self.policy is not None and 0 < self.step != self._decided_step,
+            "history": [dict(row) for row in self.history],
+            "events": [e.to_dict() for e in self.events],
+            "generator": self._generator.get_state(),
+            "order": self._order,
+            "cursor": self._cursor,
+            "optimizer": self.optimizer.state_dict(),
+            "policy": self.policy.state_dict() if self.policy is not None else {},
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from :meth:`state_dict` (this trainer built on the network it was saved
+        with)."""
+        self.step, self.flops = state["step"], state["flops"]
+        self.growth_flops = state["growth_flops"]
+        self._decided_step = self.step
+        self._decide_pending = state["decide_pending"]
+        self._history = [dict(row) for row in state["history"]]
+        self._pending, self._pending_elements = [], 0
+        self.events = [GrowthEvent.from_dict(e) for e in state["events"]]
+        self._generator.set_state(state["generator"])
+        self._order, self._cursor = state["order"], state["cursor"]
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.policy is not None:
+            self.policy.load_state_dict(state["policy"])
 
     # -- history -------------------------------------------------------------------------------
     @property

@@ -220,6 +220,9 @@ class SearchConfig(_Bounded):
 class FinalConfig(_Section):
     workers: Workers = 2
     epochs: Count = 10
+    max_failures: Annotated[int, Field(ge=0, le=100)] = 3
+    """Worker failures the final fit survives: Ray Train restarts the workers and each resumes
+    from the last checkpoint (every epoch and every growth event)."""
     use_gpu: bool | Literal["auto"] = "auto"
     select: Literal[SELECT_RULES] = "smallest_within"  # type: ignore[valid-type]
     """Which trial of the search's front the final stage trains: the most accurate, or the

@@ -28,6 +28,13 @@ class RankZeroDecides(GrowthPolicy):
         self.policy = policy
         self.device = device or torch.device("cpu")
 
+    def state_dict(self) -> dict:
+        return self.policy.state_dict() if self.policy is not None else {}
+
+    def load_state_dict(self, state: dict) -> None:
+        if self.policy is not None:
+            self.policy.load_state_dict(state)
+
     def decide(self, state: TrainingState) -> Decision:
         if self.policy is None:
             return NO_DECISION

@@ -4,14 +4,21 @@
 nccl on GPU). Each worker trains on its shard of the training set; growth is decided by rank 0
 and applied by all (:mod:`pipelines.distributed`). The search's validation split is held out
 again (the final's validation accuracy is then comparable with the trial's) and the test split
-is evaluated too, after every epoch. Rank 0 logs metrics to the final MLflow run
-and reports a checkpoint (spec, state_dict, optimizer, growth events, history) at every epoch
-and every growth event through ``ray.train.report``.
+is evaluated too, after every epoch. Rank 0 logs metrics to the final MLflow run.
+
+A checkpoint at every epoch and every growth event (``ray.train.report``): the network, its
+growth events and history (rank 0), and each rank's trainer state (step, FLOPs, optimizer, data
+order and position, the policy's counters and random states). A worker lost mid-run costs a
+restart, not the run: ``FailureConfig(max_failures=final.max_failures)`` restarts the workers,
+and each resumes from the last checkpoint (``ray.train.get_checkpoint``) exactly where it
+stood; the MLflow run goes on without logging a step twice.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,11 +33,15 @@ from . import trial as trials
 from .config import PipelineConfig, PipelineError
 from .distributed import RankZeroDecides, max_rank_difference
 from .system_metrics import SystemSampler, named
-from .tracking import RunLogger, history_stride, save_model, tracking_uri
+from .tracking import RunLogger, history_stride, load_model_dir, save_model, tracking_uri
 
 #: Training FLOPs, named for what they count: every worker's steps, or rank 0's alone (its shard
 #: of the steps and every growth decision's scoring, which rank 0 computes alone).
 FLOPS_ALL_RANKS, FLOPS_RANK0 = "train_flops_all_ranks", "train_flops_rank0"
+#: Each rank's trainer state in a checkpoint.
+STATE_FILE = "trainer_state_rank{rank}.pt"
+#: Checkpoints kept on the storage: the last two (one may be half-written when a worker dies).
+CHECKPOINTS_KEPT = 2
 
 
 @dataclass(frozen=True)
@@ -43,11 +54,28 @@ def gpu_available() -> bool:
     return torch.cuda.is_available()
 
 
-def _write_checkpoint(trainer, directory: Path) -> None:
-    save_model(trainer.net, directory)
-    torch.save(trainer.optimizer.state_dict(), directory / "optimizer.pt")
-    (directory / "events.json").write_text(json.dumps([e.to_dict() for e in trainer.events]))
-    (directory / "history.json").write_text(json.dumps(trainer.history))
+def _write_checkpoint(trainer, directory: Path, rank: int) -> None:
+    """Rank 0: the network, its events and history; every rank: its trainer's state (its data
+    order and position differ by shard). Ray Train gathers the ranks' files in one folder."""
+    torch.save(trainer.state_dict(), directory / STATE_FILE.format(rank=rank))
+    if rank == 0:
+        save_model(trainer.net, directory)
+        (directory / "events.json").write_text(json.dumps([e.to_dict() for e in trainer.events]))
+        (directory / "history.json").write_text(json.dumps(trainer.history))
+
+
+def _restored(rank: int, device: torch.device) -> tuple[Any, dict[str, Any]] | None:
+    """The network and this rank's trainer state from the run's last checkpoint, when Ray
+    Train restarted the workers after a failure; None on a first start."""
+    import ray.train
+
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None:
+        return None
+    with checkpoint.as_directory() as folder:
+        net = load_model_dir(folder).to(device)
+        state = torch.load(Path(folder) / STATE_FILE.format(rank=rank), weights_only=False)
+    return net, state
 
 
 def _sum_over_ranks(value: int, device: torch.device) -> int:
@@ -82,11 +110,17 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     full = trials.load_data(cfg.data)
     # the search's validation split held out again: the final's val_accuracy checks the search's
     data = trials.with_validation(full, seed=cfg.data.seed)
-    net = trials.build_net(cfg.model, data, settings).to(device)
+    restored = _restored(rank, device)
+    if restored is None:
+        net, resume = trials.build_net(cfg.model, data, settings).to(device), None
+    else:  # a restart after a failure: on from the last checkpoint, not from the start
+        net, resume = restored
     logger = None
     if rank == 0 and config.get("run_id"):
         logger = RunLogger(config["run_id"], config["tracking_uri"])
-    logged = {"rows": 0}
+    # the rows of a restored history were logged before its checkpoint: never log a step twice
+    logged = {"rows": len(resume["history"]) if resume else 0}
+    fault = config.get("fault_after_growth")
     stride = history_stride(data.n_train // world, int(settings["batch_size"]))
     sampler = SystemSampler()
     nodes = _gather(ray.get_runtime_context().get_node_id(), world)
@@ -126,12 +160,12 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             logger.log_metrics(
                 {FLOPS_ALL_RANKS: metrics[FLOPS_ALL_RANKS], **system}, step=trainer.step
             )
-        if rank == 0:
-            with tempfile.TemporaryDirectory() as tmp:
-                _write_checkpoint(trainer, Path(tmp))
-                ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
-        else:
-            ray.train.report(metrics)
+        with tempfile.TemporaryDirectory() as tmp:
+            _write_checkpoint(trainer, Path(tmp), rank)
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+        if fault and reason == "growth" and rank == world - 1 and not Path(fault).exists():
+            Path(fault).write_text(f"killed rank {rank} after the growth at step {trainer.step}")
+            os.kill(os.getpid(), signal.SIGKILL)  # an injected fault: a worker lost mid-run
 
     result = trials.run(
         cfg.model,
@@ -145,6 +179,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         shard=(rank, world),
         eval_name="val",
         test=(full.x_test, full.y_test),
+        resume=resume,
     )
     if logger is not None:
         logger.log_events(result.events)
@@ -157,8 +192,13 @@ def run_final(
     run_id: str | None,
     storage: Path,
     workers: int | None = None,
+    fault_after_growth: Path | None = None,
 ) -> FinalResult:
-    from ray.train import RunConfig, ScalingConfig
+    """Train ``settings`` with growth on ``workers`` (default ``final.workers``) Ray Train
+    workers, surviving ``final.max_failures`` worker failures (each restart resumes from the
+    last checkpoint). ``fault_after_growth``: a fault to inject (tests, bench/reliability.py):
+    the last rank kills itself after the first growth event, once (the file records it)."""
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
     use_gpu = gpu_available() if cfg.final.use_gpu == "auto" else bool(cfg.final.use_gpu)
@@ -170,6 +210,7 @@ def run_final(
             "settings": settings,
             "run_id": run_id,
             "tracking_uri": tracking_uri(),
+            "fault_after_growth": str(fault_after_growth) if fault_after_growth else None,
         },
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
         scaling_config=ScalingConfig(
@@ -177,7 +218,12 @@ def run_final(
             use_gpu=use_gpu,
             resources_per_worker={"CPU": 1},
         ),
-        run_config=RunConfig(name="final", storage_path=str(storage.resolve())),
+        run_config=RunConfig(
+            name="final",
+            storage_path=str(storage.resolve()),
+            failure_config=FailureConfig(max_failures=cfg.final.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=CHECKPOINTS_KEPT),
+        ),
     )
     result = trainer.fit()
     if result.checkpoint is None:

@@ -153,13 +153,16 @@ def run(
     net: Net | None = None,
     policy_wrapper: Callable[[GrowthPolicy | None], GrowthPolicy] | None = None,
     test: tuple[torch.Tensor, torch.Tensor] | None = None,
+    resume: dict[str, Any] | None = None,
     **trainer_kwargs: Any,
 ) -> TrainResult:
     """Train (and grow) for ``settings["epochs"]`` epochs, evaluating after each epoch (and on
     ``test = (x, y)`` too, as ``test_*``, when ``data``'s held-out split is a validation split).
 
-    ``policy_wrapper`` wraps the growth policy (under DDP: rank 0 decides); other keyword
-    arguments go to :class:`~growth_core.train.Trainer` (``wrap``, ``shard``, ``eval_name``).
+    ``policy_wrapper`` wraps the growth policy (under DDP: rank 0 decides); ``resume`` is a
+    :meth:`~growth_core.train.Trainer.state_dict` to continue from (``net`` then the network it
+    was saved with); other keyword arguments go to :class:`~growth_core.train.Trainer`
+    (``wrap``, ``shard``, ``eval_name``).
     """
     policy = build_policy(settings)
     if policy_wrapper is not None:
@@ -190,4 +193,6 @@ def run(
                 on_epoch(t, t.step // t.steps_per_epoch)
 
     trainer.add_callback("on_step_end", epoch_end)
+    if resume is not None:
+        trainer.load_state_dict(resume)
     return trainer.fit()

@@ -237,3 +237,53 @@ def test_an_evaluation_of_non_finite_outputs_is_refused():
         next(trainer.net.parameters()).fill_(float("inf"))
     with pytest.raises(train.DivergedError, match="test loss"):
         trainer.evaluate()
+
+
+@pytest.mark.parametrize("at", ["epoch end", "growth"])
+@pytest.mark.parametrize("strategy", ["tiny", "random"])
+def test_a_resumed_run_continues_exactly_as_the_uninterrupted_one(at, strategy):
+    # 6 epochs of 3 steps; width growth (fixed statistics draw) and depth, decisions at steps
+    # 3, 6, 9: saved at an epoch end (before that step's decision) or right after a growth, the
+    # run is rebuilt from the saved network and state and must end where the other one ends
+    from growth_core.growth import AtFractions, WidthGrowth
+    from growth_core.spec import ArchitectureSpec as Spec
+
+    data = toy_data(n=96)
+    config = TrainConfig(epochs=6, batch_size=32, lr=0.05, seed=3)
+
+    def policy():
+        return DepthWidthPolicy(
+            AtFractions((0.17, 0.34, 0.5)),
+            width=WidthGrowth(strategy, samples="fixed", ridge=1.0),
+            depth=DepthGrowth(max_depth=2),
+            seed=5,
+        )
+
+    whole = Trainer(make_net(), data, config, policy=policy())
+    whole.fit()
+    saved = {}
+
+    def save(trainer):
+        if saved or not trainer.events:
+            return
+        if at == "growth" or trainer.step % trainer.steps_per_epoch == 0:
+            saved.update(
+                spec=trainer.net.spec.to_dict(),
+                weights={k: v.clone() for k, v in trainer.net.state_dict().items()},
+                state=trainer.state_dict(),
+            )
+
+    first = Trainer(make_net(), data, config, policy=policy())
+    first.add_callback("on_growth" if at == "growth" else "on_step_end", save)
+    first.fit()
+    assert saved and saved["state"]["step"] < whole.step
+    net = build(Spec.from_dict(saved["spec"]))
+    net.load_state_dict(saved["weights"])
+    resumed = Trainer(net, data, config, policy=policy())
+    resumed.load_state_dict(saved["state"])
+    resumed.fit()
+    assert [e.to_dict() for e in resumed.events] == [e.to_dict() for e in whole.events]
+    assert resumed.net.spec == whole.net.spec and resumed.flops == whole.flops
+    for p, q in zip(resumed.net.parameters(), whole.net.parameters(), strict=True):
+        assert torch.equal(p, q)
+    assert [r.get("loss") for r in resumed.history] == [r.get("loss") for r in whole.history]

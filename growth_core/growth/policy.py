@@ -106,6 +106,8 @@ class DepthWidthPolicy(GrowthPolicy):
         self._checked = False
         self._fixed: _Draw | None = None
         """With ``width.samples == "fixed"``: the run's one draw."""
+        self._fixed_from: torch.Tensor | None = None
+        """The sample generator's state the fixed draw was made from (a resumed run redraws it)."""
 
     # -- serialization ---------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -142,6 +144,32 @@ class DepthWidthPolicy(GrowthPolicy):
         }
         return cls(trigger, **sections, seed=d.get("seed", 0))
 
+    # -- resuming --------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Counters and random states: a policy built with the same settings and given this
+        decides as this one would have, after a restart (the fixed draw is made again from the
+        generator state it came from, not stored)."""
+        strategy = getattr(self._strategy, "generator", None)
+        return {
+            "decisions": self.decisions,
+            "last_decision_step": self._last_decision_step,
+            "checked": self._checked,
+            "generator": self._generator.get_state(),
+            "rng": self._rng.getstate(),
+            "fixed_from": self._fixed_from,
+            "strategy_generator": strategy.get_state() if strategy is not None else None,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.decisions = state["decisions"]
+        self._last_decision_step = state["last_decision_step"]
+        self._checked = state["checked"]
+        self._generator.set_state(state["generator"])
+        self._rng.setstate(state["rng"])
+        self._fixed, self._fixed_from = None, state["fixed_from"]
+        if state["strategy_generator"] is not None:
+            self._strategy.generator.set_state(state["strategy_generator"])
+
     # -- deciding --------------------------------------------------------------------------------
     def decide(self, state: TrainingState) -> Decision:
         if not self._checked:  # fail on the first step, not at the first decision
@@ -175,6 +203,10 @@ class DepthWidthPolicy(GrowthPolicy):
         w = self.width
         if w.samples == "fixed" and self._fixed is not None and self._fixed.data is state.data:
             return self._fixed
+        if w.samples == "fixed" and self._fixed is None and self._fixed_from is not None:
+            return self._redraw_fixed(state)
+        if w.samples == "fixed":
+            self._fixed_from = self._generator.get_state()
         batches = self._samples(state, w.statistics_samples)
         searched = None
         if not self._strategy.preserves_function and w.line_search_samples is not None:
@@ -184,6 +216,17 @@ class DepthWidthPolicy(GrowthPolicy):
         covariance = None if state.net.spec.residual else InputCovariance(batches)
         self._fixed = _Draw(state.data, batches, searched, covariance)
         return self._fixed
+
+    def _redraw_fixed(self, state: TrainingState) -> _Draw:
+        """A resumed run's fixed draw: made again from the generator state it first came from
+        (its cost was counted before the restart), the generator then back where it was."""
+        now = self._generator.get_state()
+        self._generator.set_state(self._fixed_from)
+        self._fixed_from = None  # _width_samples records it again as it draws
+        draw = self._width_samples(state)
+        draw.uncounted_flops = 0
+        self._generator.set_state(now)
+        return draw
 
     def _decide_width(self, state: TrainingState) -> Decision:
         w = self.width

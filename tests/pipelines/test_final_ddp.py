@@ -66,3 +66,50 @@ def test_two_workers_grow_identically_and_like_one_worker(local_ray, tmp_path):
     assert net_two.spec == net_one.spec and net_two.spec.widths == (5, 5)
     for p, q in zip(net_two.parameters(), net_one.parameters()):
         assert torch.allclose(p, q, atol=1e-5)
+
+
+def test_a_worker_killed_after_a_growth_event_costs_a_restart_not_the_run(
+    local_ray, tmp_path, monkeypatch
+):
+    # the last rank SIGKILLs itself right after the first growth event's checkpoint; Ray Train
+    # restarts both workers and they resume from it: the same run as without the fault
+    from mlflow.tracking import MlflowClient
+
+    from pipelines.tracking import RunLogger, ensure_experiment
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    raw = {
+        "name": "ddp-fault",
+        "data": {"dataset": "spirals"},
+        "model": {"widths": [5]},
+        "search": {"batch_size": 90},  # several steps an epoch: the data position matters
+        "final": {"epochs": 6, "use_gpu": False, "max_failures": 2},
+    }
+    cfg = validate(raw)
+    settings = settings_forcing_one_insertion(cfg)
+    whole = run_final(cfg, settings, run_id=None, storage=tmp_path / "whole", workers=2)
+    run = RunLogger.start(ensure_experiment("ddp-fault"), "final")
+    marker = tmp_path / "fault.txt"
+    faulted = run_final(
+        cfg, settings, run_id=run.run_id, storage=tmp_path / "faulted", workers=2,
+        fault_after_growth=marker,
+    )  # fmt: skip
+    assert "killed rank 1 after the growth at step 10" in marker.read_text()
+
+    def events(result):
+        return json.loads((result.checkpoint_dir / "events.json").read_text())
+
+    assert [e["step"] for e in events(faulted)] == [10]
+    assert events(faulted) == events(whole)
+    net_f, net_w = load_model_dir(faulted.checkpoint_dir), load_model_dir(whole.checkpoint_dir)
+    assert net_f.spec == net_w.spec
+    for p, q in zip(net_f.parameters(), net_w.parameters(), strict=True):
+        assert torch.allclose(p, q, atol=1e-6)  # gloo's all-reduce: the same sums, same order
+    flops = "train_flops_all_ranks"
+    assert faulted.metrics[flops] == whole.metrics[flops]
+    assert faulted.metrics["step"] == whole.metrics["step"]
+    # no step logged twice, none lost
+    history = MlflowClient(uri).get_metric_history(run.run_id, "loss")
+    steps = [m.step for m in history]
+    assert len(steps) == len(set(steps)) and max(steps) == whole.metrics["step"]
