@@ -28,6 +28,7 @@ from ._checks import require_choice, require_int, require_number
 from .data import Dataset
 from .events import Decision, Growth, GrowthEvent, GrowthPolicy, LossFn
 from .flops import parameter_count, train_step_flops
+from .optim import carry_optimizer_state, make_optimizer
 from .spec import ArchitectureSpec
 
 OPTIMIZERS = ("sgd", "adam")
@@ -82,41 +83,6 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def make_optimizer(net: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    if config.optimizer == "adam":
-        return torch.optim.Adam(net.parameters(), lr=config.lr)
-    return torch.optim.SGD(net.parameters(), lr=config.lr)
-
-
-def carry_optimizer_state(
-    old_opt: torch.optim.Optimizer,
-    old_net: nn.Module,
-    new_opt: torch.optim.Optimizer,
-    new_net: nn.Module,
-    param_map: dict[str, str],
-) -> None:
-    """Give each surviving parameter of ``new_net`` the optimizer state its old self had.
-
-    A parameter that grew (more neurons) keeps its old state in the leading slice and zeros in
-    the new entries; parameters absent from ``param_map`` start with empty state.
-    """
-    old_params = dict(old_net.named_parameters())
-    for name, p in new_net.named_parameters():
-        old = old_params.get(param_map.get(name, ""))
-        if old is None or old not in old_opt.state:
-            continue
-        state = {}
-        for key, value in old_opt.state[old].items():
-            if isinstance(value, Tensor) and value.shape == old.shape and old.shape != p.shape:
-                grown = torch.zeros_like(p)
-                grown[tuple(slice(0, s) for s in old.shape)] = value
-                value = grown
-            elif isinstance(value, Tensor):
-                value = value.clone()
-            state[key] = value
-        new_opt.state[p] = state
 
 
 class Penalty(Protocol):
@@ -289,11 +255,10 @@ class Trainer:
 
     # -- resuming ------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        """Everything but the network (its spec and weights) that continuing this run needs:
-        counters, history, growth events, the data order and position, the optimizer's and the
-        policy's state. A ``Trainer`` on the same (grown) network, data and config, given this
-        with :meth:`load_state_dict`, trains on exactly as this one would have; saved before a
-        step's growth decision (an ``on_step_end`` callback), it makes that decision first."""
+        """All but the network (spec, weights) that continuing this run needs: counters,
+        history, events, data order and position, optimizer and policy states. A ``Trainer``
+        on the same network, data and config, given it by :meth:`load_state_dict`, trains on
+        exactly as this one would have (saved before a step's decision, it makes it first)."""
         return {
             "step": self.step,
             "flops": self.flops,
@@ -332,14 +297,18 @@ class Trainer:
         self._flush()
         return self._history
 
-    def _log(self, logits: Tensor, y: Tensor) -> None:
-        row = {
+    def _row(self) -> dict[str, Any]:
+        """A history row of the current step: what the network is and has cost so far."""
+        return {
             "step": self.step,
             "flops": self.flops,
             "params": self._params,
             "depth": self.net.spec.depth,
             "widths": self._widths,
         }
+
+    def _log(self, logits: Tensor, y: Tensor) -> None:
+        row = self._row()
         self._history.append(row)
         self._pending.append((row, self._last_loss_t, logits, y))
         if self.penalty is not None:
@@ -398,15 +367,7 @@ class Trainer:
             )
         history = self.history
         if not history or history[-1]["step"] != self.step:
-            history.append(
-                {
-                    "step": self.step,
-                    "flops": self.flops,
-                    "params": self._params,
-                    "depth": self.net.spec.depth,
-                    "widths": list(self.net.spec.widths),
-                }
-            )
+            history.append(self._row())
         history[-1].update(metrics)
         self._fire("on_eval")
         return metrics
