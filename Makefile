@@ -59,7 +59,7 @@ demo: install                ## layer insertion on the spirals, one table, in a 
 	$(PY) -m pipelines.demo
 
 BENCHES := sbli_spirals overhead screen_validation screen_throughput tiny_growth decorrelation \
-           pipeline_overhead
+           pipeline_overhead reliability
 
 bench: install               ## every benchmark, full size (hours on 2 cores)
 	@for b in $(BENCHES); do echo "== $$b"; $(PY) bench/$$b.py || exit 1; done
