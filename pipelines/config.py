@@ -28,6 +28,7 @@ Example (``pipelines/configs/digits.toml``)::
 from __future__ import annotations
 
 import itertools
+import os
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
@@ -51,6 +52,8 @@ MAX_WIDTH = 65_536  # a hidden layer, a screened network, a batch
 MAX_DEPTH = 64  # hidden layers a network may start with or grow to
 MAX_SCREEN_DEPTH = 512  # the screen's cascade
 MAX_PARAMS = 1_000_000_000
+#: The environment variable that sets ``storage`` when the config does not (KubeRay sets it).
+STORAGE_ENV = "GROWTH_STORAGE"
 #: Experiment names: what an MLflow experiment, a registered model and a folder all accept.
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
 
@@ -234,6 +237,10 @@ class PipelineConfig(_Section):
     name: Annotated[str, Field(pattern=NAME_PATTERN)]
     """The MLflow experiment name, the registered model's and the run folder's: letters, digits,
     ``.``, ``_`` and ``-``, starting with a letter or digit, at most 100 characters."""
+    storage: str | None = None
+    """Where the search's trials and the final fit keep their Ray state and checkpoints: a
+    folder every node reaches (a shared volume) or a URI (``s3://bucket/prefix``); default:
+    ``$GROWTH_STORAGE``, else the run's own folder (enough for one machine)."""
     data: DataConfig
     model: ModelConfig = ModelConfig()
     screen: ScreenConfig = ScreenConfig()
@@ -252,6 +259,17 @@ class PipelineConfig(_Section):
                 )
         return self
 
+    def storage_root(self, workdir: Path, base: Path | None = None) -> str:
+        """The storage of one run: ``storage`` (or ``$GROWTH_STORAGE``) with the run's own
+        ``<name>/<folder name>`` under it, a local path made absolute; else ``workdir/ray``."""
+        root = self.storage or os.environ.get(STORAGE_ENV)
+        if not root:
+            return str(workdir / "ray")
+        if "://" not in root:
+            path = Path(root).expanduser()
+            root = str(path if path.is_absolute() else (base or Path.cwd()) / path)
+        return f"{root.rstrip('/')}/{self.name}/{workdir.name}"
+
     def resolved(self, base: Path | None = None) -> PipelineConfig:
         """This config with ``data.path`` made absolute against ``base`` (the working directory
         the command ran in), as the driver must do before any Ray task or Tune trial, each of
@@ -264,6 +282,13 @@ class PipelineConfig(_Section):
             raise ConfigError(f"data.path: {self.data.path} ({path}): no such file or folder")
         data = self.data.model_copy(update={"path": str(path)})
         return self.model_copy(update={"data": data})
+
+
+def storage_path(storage: Path | str) -> str:
+    """Ray's ``storage_path`` of a folder (made absolute: Tune and Train run in folders of
+    their own) or of a URI (as it is)."""
+    text = str(storage)
+    return text if "://" in text else str(Path(text).resolve())
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> PipelineConfig:

@@ -30,7 +30,7 @@ from torch.nn.parallel import DistributedDataParallel
 from growth_core.flops import parameter_count
 
 from . import trial as trials
-from .config import PipelineConfig, PipelineError
+from .config import PipelineConfig, PipelineError, storage_path
 from .distributed import RankZeroDecides, max_rank_difference
 from .system_metrics import SystemSampler, named
 from .tracking import RunLogger, history_stride, load_model_dir, save_model, tracking_uri
@@ -190,7 +190,7 @@ def run_final(
     settings: dict[str, Any],
     *,
     run_id: str | None,
-    storage: Path,
+    storage: Path | str,
     workers: int | None = None,
     fault_after_growth: Path | None = None,
 ) -> FinalResult:
@@ -220,7 +220,7 @@ def run_final(
         ),
         run_config=RunConfig(
             name="final",
-            storage_path=str(storage.resolve()),
+            storage_path=storage_path(storage),
             failure_config=FailureConfig(max_failures=cfg.final.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=CHECKPOINTS_KEPT),
         ),

@@ -125,7 +125,9 @@ def _run_pipeline(
     except BaseException:
         parent.finish(False)
         raise
+    storage = cfg.storage_root(workdir)
     summary: dict[str, Any] = {
+        "storage": storage,
         "parent_run_id": parent.run_id,
         "experiment_id": experiment_id,
         "workdir": str(workdir),
@@ -168,7 +170,7 @@ def _run_pipeline(
                     depth_caps,
                     experiment_id=experiment_id,
                     parent_run_id=parent.run_id,
-                    storage=workdir / "ray",
+                    storage=storage,
                     advance=advance,
                     datasets=[inputs["train"], inputs["validation"]],
                 )
@@ -232,7 +234,7 @@ def _final(cfg, settings, experiment_id, parent, workdir, console, data, inputs)
     ok = False
     try:
         with _stage(console, f"final ({cfg.final.workers} workers)", None):
-            result = run_final(cfg, settings, run_id=run.run_id, storage=workdir / "ray")
+            result = run_final(cfg, settings, run_id=run.run_id, storage=cfg.storage_root(workdir))
         net = load_model_dir(result.checkpoint_dir)
         history = json.loads((result.checkpoint_dir / "history.json").read_text())
         events = [

@@ -40,7 +40,7 @@ from growth_core.init import Initializer
 
 from . import pareto
 from . import trial as trials
-from .config import PipelineConfig, PipelineError
+from .config import PipelineConfig, PipelineError, storage_path
 from .plots import growth_figure
 from .system_metrics import SystemSampler, named
 from .tracking import RunLogger, history_stride, sampled_rows, tracking_uri
@@ -338,7 +338,7 @@ def run_search(
     *,
     experiment_id: str,
     parent_run_id: str,
-    storage: Path,
+    storage: Path | str,
     advance=lambda: None,
     datasets: list[DatasetInput] | None = None,
 ) -> SearchResult:
@@ -406,7 +406,7 @@ def _search(cfg, inits, depth_caps, experiment_id, run, storage, advance, datase
         ),
         run_config=tune.RunConfig(
             name="search",
-            storage_path=str(storage.resolve()),
+            storage_path=storage_path(storage),
             verbose=0,
             callbacks=[_Progress(advance), tracker],
         ),

@@ -78,6 +78,7 @@ def test_rayjob_entrypoint_is_the_pipeline_cli():
     check_entrypoint(doc["spec"]["entrypoint"])
     env = yaml.safe_load(doc["spec"]["runtimeEnvYAML"])["env_vars"]
     assert env["MLFLOW_TRACKING_URI"] == MLFLOW_URI
+    assert env["GROWTH_STORAGE"].startswith("s3://")
 
 
 def secret_env(container) -> dict[str, tuple[str, str]]:
@@ -105,6 +106,8 @@ def test_kuberay_clusters_authenticate_and_run_as_non_root(name):
     (doc,) = yaml_docs(name)
     for c in containers(doc):
         assert env_of(c)["RAY_AUTH_MODE"] == "token", c["name"]
+        # Ray's storage where every pod reaches it (the head has no CPUs: trials run elsewhere)
+        assert env_of(c)["GROWTH_STORAGE"].startswith("s3://"), c["name"]
         secrets = secret_env(c)
         assert secrets["RAY_AUTH_TOKEN"] == ("ray-auth", "auth_token")
         assert {"MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"} <= set(secrets)

@@ -73,6 +73,7 @@ def test_pipeline_job_on_a_two_node_cluster(tmp_path):
         "PATH": f"{BIN}:{os.environ['PATH']}",
     }
     env.pop("RAY_ADDRESS", None)
+    storage = tmp_path / "shared-storage"
     config = tmp_path / "tiny.toml"
     config.write_text(TINY)
     uri = f"sqlite:///{tmp_path}/mlflow.db"
@@ -92,7 +93,11 @@ def test_pipeline_job_on_a_two_node_cluster(tmp_path):
         assert refused.value.code in (401, 403)
         runtime_env = {
             "excludes": [".venv", "runs", "mlartifacts", "mlflow.db", ".git", "bench/results"],
-            "env_vars": {"MLFLOW_TRACKING_URI": uri, "RAY_AUTH_MODE": "token"},
+            "env_vars": {
+                "MLFLOW_TRACKING_URI": uri,
+                "RAY_AUTH_MODE": "token",
+                "GROWTH_STORAGE": str(storage),  # outside the job's working directory
+            },
         }
         for _ in range(24):  # on a loaded machine the head's job agent can come up late (2 min)
             job = subprocess.run(
@@ -124,3 +129,7 @@ def test_pipeline_job_on_a_two_node_cluster(tmp_path):
     assert "trial" in stages
     assert all(r.info.status == "FINISHED" for r in runs)
     assert (tmp_path / "mlartifacts").is_dir()  # artifacts beside the database, not in the job dir
+    # the search's trials and the final fit's checkpoints went to the shared storage
+    (run_storage,) = (storage / "cluster-job").iterdir()
+    assert (run_storage / "search").is_dir()
+    assert list((run_storage / "final").glob("checkpoint_*"))

@@ -125,3 +125,16 @@ def test_hostile_sizes_and_names_are_refused_naming_the_key(override, key):
         validate(raw)
     lines = str(e.value).splitlines()[1:]
     assert any(line.strip().startswith(f"{key}:") for line in lines), str(e.value)
+
+
+def test_storage_is_the_configs_or_the_environments_else_the_run_folder(tmp_path, monkeypatch):
+    monkeypatch.delenv("GROWTH_STORAGE", raising=False)
+    workdir = tmp_path / "runs" / "t" / "20260101-000000-abcdef12"
+    cfg = validate(MINIMAL)
+    assert cfg.storage_root(workdir) == str(workdir / "ray")
+    monkeypatch.setenv("GROWTH_STORAGE", "s3://bucket/prefix/")
+    assert cfg.storage_root(workdir) == "s3://bucket/prefix/t/20260101-000000-abcdef12"
+    shared = validate({**MINIMAL, "storage": "shared"})  # relative: against the command's folder
+    assert shared.storage_root(workdir, base=tmp_path) == str(
+        tmp_path / "shared" / "t" / "20260101-000000-abcdef12"
+    )
