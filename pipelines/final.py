@@ -40,6 +40,9 @@ from .tracking import RunLogger, history_stride, load_model_dir, save_model, tra
 FLOPS_ALL_RANKS, FLOPS_RANK0 = "train_flops_all_ranks", "train_flops_rank0"
 #: Each rank's trainer state in a checkpoint.
 STATE_FILE = "trainer_state_rank{rank}.pt"
+#: How long rank 0 waits, at a checkpoint, for its MLflow calls to reach the store (a store
+#: down longer: training goes on, and a worker lost then may lose those steps' metrics).
+CHECKPOINT_FLUSH_SECONDS = 5.0
 #: Checkpoints kept on the storage: the last two (one may be half-written when a worker dies).
 CHECKPOINTS_KEPT = 2
 
@@ -160,6 +163,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             logger.log_metrics(
                 {FLOPS_ALL_RANKS: metrics[FLOPS_ALL_RANKS], **system}, step=trainer.step
             )
+        if logger is not None:  # what the checkpoint says is logged, logged (MLflow down: 5 s)
+            logger.flush(CHECKPOINT_FLUSH_SECONDS)
         with tempfile.TemporaryDirectory() as tmp:
             _write_checkpoint(trainer, Path(tmp), rank)
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
@@ -183,6 +188,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     )
     if logger is not None:
         logger.log_events(result.events)
+        logger.calls.close()  # the worker ends here: what the buffer holds goes first (bounded)
 
 
 def run_final(

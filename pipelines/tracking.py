@@ -11,6 +11,7 @@ working directory with artifacts in ``./mlartifacts``.
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import json
 import logging
@@ -33,6 +34,8 @@ from growth_core.events import GrowthEvent
 from growth_core.flops import parameter_count
 from growth_core.nets import Net, build
 from growth_core.spec import ArchitectureSpec, SpecError
+
+from .mlflow_buffer import FLUSH_SECONDS, CallBuffer, call_with_retry
 
 #: The largest network :func:`load_model_dir` builds (``search.max_params``' bound).
 MAX_LOADED_PARAMS = 1_000_000_000
@@ -129,11 +132,21 @@ def sampled_rows(history: Iterable[Mapping[str, Any]], every: int) -> list[Mappi
 
 
 class RunLogger:
-    """Logs one MLflow run: params, step metrics, growth events, figures, the model."""
+    """Logs one MLflow run: params, step metrics, growth events, figures, the model.
+
+    Every call goes through a :class:`~pipelines.mlflow_buffer.CallBuffer`: made in order on a
+    thread of its own and retried while the store is unreachable, so training never waits on
+    MLflow; :meth:`flush` (bounded) waits for them, and :meth:`finish` flushes. Creating the
+    run and logging the model are retried in place (the caller needs their answer)."""
 
     def __init__(self, run_id: str, uri: str | None = None) -> None:
         self.run_id = run_id
         self.client = client(uri)
+        self.calls = CallBuffer(f"mlflow-{run_id[:8]}")
+
+    def flush(self, timeout: float = FLUSH_SECONDS) -> bool:
+        """Wait (``timeout`` at most) until every call so far reached the store."""
+        return self.calls.flush(timeout)
 
     @classmethod
     def start(
@@ -156,7 +169,8 @@ class RunLogger:
             all_tags[DESCRIPTION_TAG] = description
         if parent_run_id:
             all_tags["mlflow.parentRunId"] = parent_run_id
-        run = c.create_run(experiment_id, run_name=name, tags=all_tags)
+        create = functools.partial(c.create_run, experiment_id, run_name=name, tags=all_tags)
+        run = call_with_retry(create)
         return cls(run.info.run_id, c.tracking_uri)
 
     # -- values --------------------------------------------------------------------------------
@@ -164,7 +178,7 @@ class RunLogger:
         flat = _flatten(params)
         items = [Param(k, str(v)[:6000]) for k, v in flat.items()]
         for i in range(0, len(items), 100):
-            self.client.log_batch(self.run_id, params=items[i : i + 100])
+            self.calls.submit(self.client.log_batch, self.run_id, [], items[i : i + 100])
 
     def log_metrics(
         self,
@@ -181,11 +195,11 @@ class RunLogger:
         if dataset is not None:
             on.update(dataset_name=dataset.dataset.name, dataset_digest=dataset.dataset.digest)
         batch = [Metric(k, float(v), ts, step, **on) for k, v in metrics.items()]
-        self.client.log_batch(self.run_id, metrics=batch)
+        self.calls.submit(self.client.log_batch, self.run_id, batch)
 
     def log_datasets(self, inputs: Iterable[DatasetInput]) -> None:
         """The datasets the run used (:func:`pipelines.lineage.dataset_inputs`)."""
-        self.client.log_inputs(self.run_id, datasets=list(inputs))
+        self.calls.submit(self.client.log_inputs, self.run_id, list(inputs))
 
     def log_history(
         self,
@@ -210,7 +224,7 @@ class RunLogger:
                 for j, w in enumerate(row.get("widths", ()))
             ]
         for i in range(0, len(metrics), 1000):
-            self.client.log_batch(self.run_id, metrics=metrics[i : i + 1000])
+            self.calls.submit(self.client.log_batch, self.run_id, metrics[i : i + 1000])
 
     def log_events(self, events: list[GrowthEvent], *, summary: bool = True) -> None:
         """Each event as a step metric and the spec after it as a JSON artifact; with
@@ -225,20 +239,23 @@ class RunLogger:
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         for k, v in tags.items():
-            self.client.set_tag(self.run_id, k, str(v))
+            self.calls.submit(self.client.set_tag, self.run_id, k, str(v))
 
     # -- files ---------------------------------------------------------------------------------
     def log_json(self, obj: Any, artifact_path: str) -> None:
         self.log_text(json.dumps(obj, indent=2), artifact_path)
 
     def log_text(self, text: str, artifact_path: str) -> None:
-        self.client.log_text(self.run_id, text, artifact_path)
+        self.calls.submit(self.client.log_text, self.run_id, text, artifact_path)
 
     def log_figure(self, fig: Any, artifact_path: str) -> None:
-        self.client.log_figure(self.run_id, fig, artifact_path)
+        """The figure drawn now (to PNG bytes), logged when the store takes it."""
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format=Path(artifact_path).suffix.lstrip(".") or "png")
+        self.calls.submit(_log_bytes, self.client, self.run_id, buffer.getvalue(), artifact_path)
 
     def log_file(self, path: str | Path, artifact_dir: str | None = None) -> None:
-        self.client.log_artifact(self.run_id, str(path), artifact_dir)
+        self.calls.submit(self.client.log_artifact, self.run_id, str(path), artifact_dir)
 
     def log_model(
         self,
@@ -311,7 +328,18 @@ class RunLogger:
             status = "KILLED"
         if isinstance(status, bool):
             status = RunStatus.to_string(RunStatus.FINISHED if status else RunStatus.FAILED)
-        self.client.set_terminated(self.run_id, status)
+        self.calls.submit(self.client.set_terminated, self.run_id, status)
+        self.calls.close()
+
+
+def _log_bytes(c: MlflowClient, run_id: str, data: bytes, artifact_path: str) -> None:
+    """``data`` as the artifact ``artifact_path`` of ``run_id``."""
+    path = Path(artifact_path)
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / path.name).write_bytes(data)
+        c.log_artifact(
+            run_id, str(Path(tmp) / path.name), str(path.parent) if path.parent.parts else None
+        )
 
 
 def interrupted() -> bool:
