@@ -13,13 +13,18 @@ Each fault is a real one, on this machine's Ray and MLflow:
   FINISHED) and no trial holding a CPU.
 - ``a diverging search``: every trial's loss turns infinite. Survived when each trial is FAILED
   in MLflow with its error and the pipeline ends with its one-line error, nothing RUNNING.
+- ``MLflow server down mid-run``: a run logging to a real ``mlflow server`` on 127.0.0.1 that
+  is stopped for 40 of its 60 steps and started again on the same store. Survived when the run
+  ends FINISHED with every step; ``artifacts_lost`` counts its 4 artifacts that did not arrive,
+  ``slowest_log_call_seconds`` how long logging ever waited while the server was down.
 
 ``fuzz_cases`` / ``uncaught_exceptions``: tests/test_fuzz.py's generated configs, specs and
 Parquet tables (2,000, derandomized), run here; an uncaught exception fails a case.
 ``non_loopback_sockets``: listening sockets of the pipeline's in-process Ray (``make run``'s)
 on an address other than 127.0.0.1 / ::1, counted with psutil.
 
-Not injected yet (issue 14): an MLflow outage, a killed driver resumed, two runs at once.
+Not injected yet (issue 14): a killed driver resumed (``--resume`` is not built), two runs at
+once.
 """
 
 from __future__ import annotations
@@ -27,11 +32,13 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import _common
@@ -181,6 +188,80 @@ def diverging_search() -> dict:
     }
 
 
+def _server(port: int, tmp: Path, log: Path) -> subprocess.Popen:
+    """``mlflow server`` on 127.0.0.1:port over a SQLite store in ``tmp``, once it answers."""
+    command = [
+        str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1",
+        "--port", str(port), "--backend-store-uri", f"sqlite:///{tmp}/server.db",
+        "--artifacts-destination", str(tmp / "server-artifacts"), "--workers", "1",
+    ]  # fmt: skip
+    proc = subprocess.Popen(
+        command, stdout=log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True
+    )
+    for _ in range(360):
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1)
+            return proc
+        except OSError:
+            time.sleep(0.5)
+    raise RuntimeError("mlflow server did not start")
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    os.killpg(proc.pid, signal.SIGTERM)
+    proc.wait(timeout=30)
+
+
+def mlflow_outage(tmp: Path) -> dict:
+    """A run logging 60 steps and 4 artifacts to a real server that is down for steps 20-59
+    and comes back on the same store: are they all there, and did logging ever wait?"""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    env = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
+    before = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    server = _server(port, tmp, tmp / "server.log")
+    try:
+        experiment = MlflowClient(url).create_experiment("outage")
+        logger = RunLogger.start(experiment, "outage", uri=url)
+        for step in range(20):
+            logger.log_metrics({"loss": 1.0 / (step + 1)}, step=step)
+        logger.flush(60)
+        _stop(server)
+        slowest = 0.0
+        for step in range(20, 60):
+            started = time.perf_counter()
+            logger.log_metrics({"loss": 1.0 / (step + 1)}, step=step)
+            if step % 10 == 0:
+                logger.log_text(f"step {step}", f"notes/step_{step}.txt")
+            slowest = max(slowest, time.perf_counter() - started)
+        time.sleep(3)
+        server = _server(port, tmp, tmp / "server.log")
+        logger.finish(True)
+        c = MlflowClient(url)
+        steps = [m.step for m in c.get_metric_history(logger.run_id, "loss")]
+        notes = c.list_artifacts(logger.run_id, "notes")
+        status = c.get_run(logger.run_id).info.status
+    finally:
+        _stop(server)
+        for k, v in before.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    return {
+        "fault": "MLflow server down mid-run, then back",
+        "injected": True,
+        "survived": status == "FINISHED" and sorted(set(steps)) == list(range(60)),
+        "metric_steps_lost": len(set(range(60)) - set(steps)),
+        "metric_steps_twice": len(steps) - len(set(steps)),
+        "artifacts_lost": 4 - len(notes),
+        "slowest_log_call_seconds": slowest,
+    }
+
+
 def fuzz() -> dict:
     done = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
@@ -225,6 +306,7 @@ def main() -> None:
         os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp / 'mlflow.db'}"
         try:
             faults = [worker_killed_after_growth(tmp), sigterm_mid_search(), diverging_search()]
+            faults.append(mlflow_outage(tmp))
         finally:
             os.chdir(before)
     checks = fuzz()
@@ -233,7 +315,7 @@ def main() -> None:
         "faults_survived": sum(f["injected"] and f["survived"] for f in faults),
         "metric_steps_lost": sum(f.get("metric_steps_lost", 0) for f in faults),
         "metric_steps_twice": sum(f.get("metric_steps_twice", 0) for f in faults),
-        "artifacts_lost": None,  # not measured yet: needs the MLflow outage fault
+        "artifacts_lost": sum(f.get("artifacts_lost", 0) for f in faults),
         "fuzz_cases": checks["fuzz_cases"],
         "uncaught_exceptions": checks["uncaught_exceptions"],
         "non_loopback_sockets": sockets["non_loopback_sockets"],
