@@ -72,7 +72,7 @@ cluster-up: install          ## a head and a worker node on 127.0.0.1 (PIDs reco
 
 submit: install              ## the pipeline as a Ray job on $$RAY_ADDRESS
 	RAY_AUTH_TOKEN_PATH=$${RAY_AUTH_TOKEN_PATH:-$(RAY_TOKEN_FILE)} $(RAY) job submit --address $${RAY_ADDRESS:-http://127.0.0.1:$(RAY_DASHBOARD)} --working-dir . \
-	    --runtime-env-json '{"excludes": [".venv", "runs", "mlartifacts", "mlflow.db", ".git", "bench/results"], "env_vars": {"MLFLOW_TRACKING_URI": "'$${MLFLOW_TRACKING_URI:-$(MLFLOW_DB)}'"}}' \
+	    --runtime-env-json '{"excludes": [".venv", "runs", "mlartifacts", "mlflow.db*", ".git", "bench/results"], "env_vars": {"MLFLOW_TRACKING_URI": "'$${MLFLOW_TRACKING_URI:-$(MLFLOW_DB)}'"}}' \
 	    -- python -m pipelines run --config $(CONFIG) $(SET)
 
 cluster-down:                ## stop exactly the processes cluster-up started

@@ -92,7 +92,7 @@ def test_pipeline_job_on_a_two_node_cluster(tmp_path):
             urllib.request.urlopen(f"http://127.0.0.1:{dashboard}/api/jobs/", timeout=30)
         assert refused.value.code in (401, 403)
         runtime_env = {
-            "excludes": [".venv", "runs", "mlartifacts", "mlflow.db", ".git", "bench/results"],
+            "excludes": [".venv", "runs", "mlartifacts", "mlflow.db*", ".git", "bench/results"],
             "env_vars": {
                 "MLFLOW_TRACKING_URI": uri,
                 "RAY_AUTH_MODE": "token",
