@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 from mlflow.entities import DatasetInput, Metric, Param, RunStatus
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from growth_core.events import GrowthEvent
@@ -84,12 +85,17 @@ def ensure_experiment(name: str) -> str:
     exp = c.get_experiment_by_name(name)
     if exp is not None:
         return exp.experiment_id
-    return c.create_experiment(
-        name,
-        artifact_location=_artifact_location(c.tracking_uri),
-        # the UI then opens on "Model training" runs rather than GenAI traces
-        tags={"mlflow.experimentKind": "custom_model_development"},
-    )
+    try:
+        return c.create_experiment(
+            name,
+            artifact_location=_artifact_location(c.tracking_uri),
+            tags={"mlflow.experimentKind": "custom_model_development"},
+        )
+    except MlflowException:  # another pipeline created it a moment ago: use it
+        exp = c.get_experiment_by_name(name)
+        if exp is None:
+            raise
+        return exp.experiment_id
 
 
 def _write_ahead_logging(uri: str) -> None:
