@@ -20,6 +20,8 @@ Each fault is a real one, on this machine's Ray and MLflow:
 
 ``fuzz_cases`` / ``uncaught_exceptions``: tests/test_fuzz.py's generated configs, specs and
 Parquet tables (2,000, derandomized), run here; an uncaught exception fails a case.
+``load_*``: a 50-trial search on digits, 2 trials at a time: its trial runs that ended (none
+may be left RUNNING) and the driver's peak resident memory.
 ``non_loopback_sockets``: listening sockets of the pipeline's in-process Ray (``make run``'s)
 on an address other than 127.0.0.1 / ::1, counted with psutil.
 
@@ -54,6 +56,8 @@ from pipelines.pipeline import init_ray, run_pipeline
 from pipelines.tracking import RunLogger, ensure_experiment, load_model_dir
 
 NAME = "reliability"
+#: The load test's trials (``--quick``: 10).
+LOAD_TRIALS = 50
 LOOPBACK = ("127.0.0.1", "::1")
 
 
@@ -262,6 +266,45 @@ def mlflow_outage(tmp: Path) -> dict:
     }
 
 
+def load(trials: int) -> dict:
+    """A search of ``trials`` trials on digits, 2 at a time: every trial's MLflow run ends
+    (none RUNNING), and the driver's memory (resident set, sampled every 0.5 s) stays bounded."""
+    cfg = validate(
+        {
+            "name": "reliability-load",
+            "data": {"dataset": "digits"},
+            "model": {"widths": [8]},
+            "search": {"trials": trials, "epochs": 1, "max_concurrent": 2},
+        }
+    )
+    me, peak, done = psutil.Process(), [0], threading.Event()
+
+    def sample():
+        while not done.is_set():
+            peak[0] = max(peak[0], me.memory_info().rss)
+            time.sleep(0.5)
+
+    threading.Thread(target=sample, daemon=True).start()
+    started_rss = me.memory_info().rss
+    started = time.perf_counter()
+    run_pipeline(cfg, ("search",), console=Console(quiet=True))
+    done.set()
+    c = MlflowClient()
+    runs = c.search_runs(
+        [c.get_experiment_by_name(cfg.name).experiment_id],
+        filter_string="tags.stage = 'trial'",
+        max_results=1000,
+    )
+    return {
+        "trials": trials,
+        "trial_runs": len(runs),
+        "trial_runs_terminal": sum(r.info.status in ("FINISHED", "FAILED", "KILLED") for r in runs),
+        "driver_rss_start_mb": started_rss / 1e6,
+        "driver_rss_peak_mb": peak[0] / 1e6,
+        "seconds": time.perf_counter() - started,
+    }
+
+
 def fuzz() -> dict:
     done = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
@@ -307,6 +350,7 @@ def main() -> None:
         try:
             faults = [worker_killed_after_growth(tmp), sigterm_mid_search(), diverging_search()]
             faults.append(mlflow_outage(tmp))
+            loaded = load(10 if args.quick else LOAD_TRIALS)
         finally:
             os.chdir(before)
     checks = fuzz()
@@ -319,12 +363,21 @@ def main() -> None:
         "fuzz_cases": checks["fuzz_cases"],
         "uncaught_exceptions": checks["uncaught_exceptions"],
         "non_loopback_sockets": sockets["non_loopback_sockets"],
+        "load_trials": loaded["trials"],
+        "load_trial_runs_terminal": loaded["trial_runs_terminal"],
+        "load_driver_rss_peak_mb": loaded["driver_rss_peak_mb"],
         "seconds": time.perf_counter() - started,
     }
     rows = [{k: v for k, v in f.items() if k in ("fault", "injected", "survived")} for f in faults]
     print(_common.markdown_table(rows, ["fault", "injected", "survived"]))
     print(summary)
-    config = {"faults": faults, "fuzz": checks, "sockets": sockets, "quick": args.quick}
+    config = {
+        "faults": faults,
+        "fuzz": checks,
+        "sockets": sockets,
+        "load": loaded,
+        "quick": args.quick,
+    }
     print("wrote", _common.write_result(NAME, args.out, config, rows, summary))
 
 

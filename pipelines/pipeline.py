@@ -68,6 +68,9 @@ def run_pipeline(
 ) -> dict[str, Any]:
     """Run the given stages; returns the summary that is also printed and logged. Ctrl+C and
     SIGTERM stop it with :class:`Interrupted`, its MLflow runs ended KILLED."""
+    # MLflow prints a "View run at" link for every run it ends on a server: the pipeline prints
+    # its own, once
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     with _terminate_as_interrupt():
         return _run_pipeline(cfg, stages, console=console)
 

@@ -19,6 +19,8 @@ import math
 import os
 import sys
 import tempfile
+import threading
+import time
 from collections.abc import Iterable, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -205,7 +207,7 @@ class RunLogger:
 
     def log_datasets(self, inputs: Iterable[DatasetInput]) -> None:
         """The datasets the run used (:func:`pipelines.lineage.dataset_inputs`)."""
-        self.calls.submit(self.client.log_inputs, self.run_id, list(inputs))
+        self.calls.submit(_log_inputs, self.client, self.run_id, list(inputs))
 
     def log_history(
         self,
@@ -255,9 +257,12 @@ class RunLogger:
         self.calls.submit(self.client.log_text, self.run_id, text, artifact_path)
 
     def log_figure(self, fig: Any, artifact_path: str) -> None:
-        """The figure drawn now (to PNG bytes), logged when the store takes it."""
+        """The figure drawn now (to PNG bytes) and closed, logged when the store takes it."""
+        import matplotlib.pyplot as plt
+
         buffer = io.BytesIO()
         fig.savefig(buffer, format=Path(artifact_path).suffix.lstrip(".") or "png")
+        plt.close(fig)  # drawn: pyplot would keep every figure of a long search alive
         self.calls.submit(_log_bytes, self.client, self.run_id, buffer.getvalue(), artifact_path)
 
     def log_file(self, path: str | Path, artifact_dir: str | None = None) -> None:
@@ -336,6 +341,26 @@ class RunLogger:
             status = RunStatus.to_string(RunStatus.FINISHED if status else RunStatus.FAILED)
         self.calls.submit(self.client.set_terminated, self.run_id, status)
         self.calls.close()
+
+
+#: Runs of one experiment logging the same dataset at once race in MLflow's SQL store (it
+#: looks the dataset up, then inserts it: "UNIQUE constraint failed"); one at a time here, and
+#: a lost race (another process) retried once the winner's row exists.
+_DATASETS_LOCK = threading.Lock()
+
+
+def _log_inputs(c: MlflowClient, run_id: str, inputs: list[DatasetInput]) -> None:
+    for attempt in range(3):
+        try:
+            with _DATASETS_LOCK:
+                c.log_inputs(run_id, datasets=inputs)
+            return
+        except Exception as error:  # noqa: BLE001 - retried below, else raised to the buffer
+            if "UNIQUE constraint" not in str(error) and "unique constraint" not in str(error):
+                raise
+            if attempt == 2:
+                raise
+            time.sleep(0.2 * (attempt + 1))
 
 
 def _log_bytes(c: MlflowClient, run_id: str, data: bytes, artifact_path: str) -> None:
@@ -433,6 +458,4 @@ def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def _now_ms() -> int:
-    import time
-
     return int(time.time() * 1000)

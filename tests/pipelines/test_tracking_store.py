@@ -44,3 +44,26 @@ def test_a_model_spec_beyond_the_caps_is_refused_before_allocating(tmp_path):
     (tmp_path / "spec.json").write_text(json.dumps(spec))
     with pytest.raises(SpecError, match=r"spec.json: 30,001,\d{3},\d{3} parameters"):
         load_model_dir(tmp_path)  # no state_dict.pt: it must stop before reading or building
+
+
+def test_runs_logging_the_same_datasets_at_once_all_get_them(tmp_path, monkeypatch):
+    # the parent, the search and the trials log the same splits at the same moment, each on its
+    # own thread: MLflow's store looks a dataset up, then inserts it, and a race lost that way
+    # ("UNIQUE constraint failed") must not drop a run's datasets
+    from growth_core import data as datasets
+    from pipelines.config import DataConfig
+    from pipelines.lineage import dataset_inputs
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    experiment_id = ensure_experiment("datasets")
+    inputs = list(dataset_inputs(DataConfig(dataset="digits"), datasets.load("digits")).values())
+    loggers = [RunLogger.start(experiment_id, f"run-{i}", uri=uri) for i in range(6)]
+    for logger in loggers:
+        logger.log_datasets(inputs)
+    for logger in loggers:
+        logger.finish(True)
+        assert logger.calls.dropped == 0, logger.calls.errors
+    c = client(uri)
+    for logger in loggers:
+        assert len(c.get_run(logger.run_id).inputs.dataset_inputs) == 3
