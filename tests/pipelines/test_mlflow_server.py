@@ -16,14 +16,19 @@ pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
 
 
+def server_command(port: int, folder: Path) -> list:
+    """``mlflow server`` on 127.0.0.1:port over a SQLite store and artifacts in ``folder``."""
+    return [
+        BIN / "mlflow", "server", "--host", "127.0.0.1", "--port", port,
+        "--backend-store-uri", f"sqlite:///{folder}/server.db",
+        "--artifacts-destination", folder / "server-artifacts", "--workers", "1",
+    ]  # fmt: skip
+
+
 @pytest.fixture
 def mlflow_server(tmp_path):
     port = free_port()
-    command = [
-        BIN / "mlflow", "server", "--host", "127.0.0.1", "--port", port,
-        "--backend-store-uri", f"sqlite:///{tmp_path}/server.db",
-        "--artifacts-destination", tmp_path / "server-artifacts", "--workers", "1",
-    ]  # fmt: skip
+    command = server_command(port, tmp_path)
     url = f"http://127.0.0.1:{port}"
     with served(command, f"{url}/health"):
         yield url
@@ -64,11 +69,7 @@ def test_an_mlflow_outage_mid_run_costs_training_no_time_and_loses_nothing(tmp_p
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # the buffer does the retrying
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
     port = free_port()
-    command = [
-        BIN / "mlflow", "server", "--host", "127.0.0.1", "--port", port,
-        "--backend-store-uri", f"sqlite:///{tmp_path}/server.db",
-        "--artifacts-destination", tmp_path / "server-artifacts", "--workers", "1",
-    ]  # fmt: skip
+    command = server_command(port, tmp_path)
     url = f"http://127.0.0.1:{port}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
     with served(command, f"{url}/health", log=tmp_path / "server-1.log"):
