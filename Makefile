@@ -32,8 +32,8 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install --quiet -c constraints.txt -e ".[test,dev]"
 	@touch $(STAMP)
 
-run: install                 ## the whole pipeline on the default config (digits)
-	$(PY) -m pipelines run --config $(CONFIG) $(SET)
+run: install                 ## the whole pipeline on the default config (digits); RESUME=<run id> goes on with a stopped one
+	$(PY) -m pipelines run $(if $(RESUME),--resume $(RESUME),--config $(CONFIG) $(SET))
 
 screen search final train: install ## one stage of the pipeline (train: final)
 	$(PY) -m pipelines $@ --config $(CONFIG) $(SET)

@@ -1,5 +1,6 @@
 """The command line: ``growth {run,screen,search,final,show,serve} --config FILE [--set
-key=value]`` (``train`` is another name for ``final``)."""
+key=value]`` (``train`` is another name for ``final``); ``growth run --resume RUN_ID`` goes on
+with a stopped pipeline."""
 
 from __future__ import annotations
 
@@ -53,6 +54,13 @@ def _parser() -> argparse.ArgumentParser:
         sp = sub.add_parser(name, help=help_, aliases=aliases)
         sp.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
         sp.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+        sp.add_argument(
+            "--resume",
+            metavar="RUN_ID",
+            default=None,
+            help="go on with a stopped pipeline (its parent MLflow run id), with its own config "
+            "and stages",
+        )
     show = sub.add_parser("show", help="a finished pipeline's summary, read back from MLflow")
     show.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
     show.add_argument("--experiment", default=None, help="default: the config's name")
@@ -78,17 +86,22 @@ def main(argv: list[str] | None = None) -> None:
             from .serving import serve
 
             serve(args.model or load_config(args.config).name, args.version, args.port)
-        cfg = load_config(args.config, args.overrides).resolved()
+        if args.resume is not None and (args.overrides or args.config != DEFAULT_CONFIG):
+            raise ConfigError("--resume: the run goes on with its own config; drop --config/--set")
+        cfg = None if args.resume else load_config(args.config, args.overrides).resolved()
     except ConfigError as e:
         console.print(f"[red]config error[/red] {e}", soft_wrap=True)
         sys.exit(2)
     except PipelineError as e:
         console.print(f"[red]{type(e).__name__}[/red] {e}", soft_wrap=True)
         sys.exit(1)
-    from .pipeline import run_pipeline
+    from .pipeline import resume_pipeline, run_pipeline
 
     try:
-        run_pipeline(cfg, STAGES[args.command], console=console)
+        if args.resume is not None:
+            resume_pipeline(args.resume, console=console)
+        else:
+            run_pipeline(cfg, STAGES[args.command], console=console)
     except PROJECT_ERRORS as e:
         console.print(f"[red]{type(e).__name__}[/red] {e}", soft_wrap=True)
         sys.exit(1)

@@ -218,6 +218,9 @@ class SearchConfig(_Bounded):
     """Search the starting architecture too (``None``: every trial starts from the model's)."""
     asha: AshaConfig = AshaConfig()
     seed: int = 0
+    max_failures: Annotated[int, Field(ge=0, le=100)] = 2
+    """Restarts a trial gets after it fails, each from its last checkpoint (every epoch): for
+    a lost worker or node. A trial that diverges fails again from there, and ends errored."""
 
 
 class FinalConfig(_Section):

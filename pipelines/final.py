@@ -16,6 +16,8 @@ stood; the MLflow run goes on without logging a step twice.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import os
 import signal
@@ -33,7 +35,14 @@ from . import trial as trials
 from .config import PipelineConfig, PipelineError, storage_path
 from .distributed import RankZeroDecides, max_rank_difference
 from .system_metrics import SystemSampler, named
-from .tracking import RunLogger, history_stride, load_model_dir, save_model, tracking_uri
+from .tracking import (
+    SPEC_FILE,
+    RunLogger,
+    history_stride,
+    load_model_dir,
+    save_model,
+    tracking_uri,
+)
 
 #: Training FLOPs, named for what they count: every worker's steps, or rank 0's alone (its shard
 #: of the steps and every growth decision's scoring, which rank 0 computes alone).
@@ -43,6 +52,10 @@ STATE_FILE = "trainer_state_rank{rank}.pt"
 #: How long rank 0 waits, at a checkpoint, for its MLflow calls to reach the store (a store
 #: down longer: training goes on, and a worker lost then may lose those steps' metrics).
 CHECKPOINT_FLUSH_SECONDS = 5.0
+#: The fit's folder in the run's storage (Ray Train's run name).
+FINAL_DIR = "final"
+#: How long an interrupted fit gets to abort (workers stopped, resources released).
+ABORT_SECONDS = 30.0
 #: Checkpoints kept on the storage: the last two (one may be half-written when a worker dies).
 CHECKPOINTS_KEPT = 2
 
@@ -67,12 +80,17 @@ def _write_checkpoint(trainer, directory: Path, rank: int) -> None:
         (directory / "history.json").write_text(json.dumps(trainer.history))
 
 
-def _restored(rank: int, device: torch.device) -> tuple[Any, dict[str, Any]] | None:
+def _restored(
+    rank: int, device: torch.device, earlier: str | None
+) -> tuple[Any, dict[str, Any]] | None:
     """The network and this rank's trainer state from the run's last checkpoint, when Ray
-    Train restarted the workers after a failure; None on a first start."""
+    Train restarted the workers after a failure, else from ``earlier`` (the last checkpoint of
+    a fit stopped before, which a resumed pipeline goes on from); None on a first start."""
     import ray.train
 
     checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None and earlier is not None:
+        checkpoint = ray.train.Checkpoint(earlier)
     if checkpoint is None:
         return None
     with checkpoint.as_directory() as folder:
@@ -113,7 +131,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     full = trials.load_data(cfg.data)
     # the search's validation split held out again: the final's val_accuracy checks the search's
     data = trials.with_validation(full, seed=cfg.data.seed)
-    restored = _restored(rank, device)
+    restored = _restored(rank, device, config.get("resume_from"))
     if restored is None:
         net, resume = trials.build_net(cfg.model, data, settings).to(device), None
     else:  # a restart after a failure: on from the last checkpoint, not from the start
@@ -121,8 +139,11 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     logger = None
     if rank == 0 and config.get("run_id"):
         logger = RunLogger(config["run_id"], config["tracking_uri"])
-    # the rows of a restored history were logged before its checkpoint: never log a step twice
-    logged = {"rows": len(resume["history"]) if resume else 0}
+    # never log a step twice: the rows of a restored history were logged before its checkpoint,
+    # and a driver stopped after logging a report may not have seen its checkpoint saved
+    logged = {"rows": len(resume["history"]) if resume else 0, "step": -1}
+    if logger is not None and resume is not None:
+        logged["step"] = logger.last_step("loss", FLOPS_ALL_RANKS)
     fault = config.get("fault_after_growth")
     stride = history_stride(data.n_train // world, int(settings["batch_size"]))
     sampler = SystemSampler()
@@ -153,16 +174,16 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 metrics[key] = row[key]
         samples = _gather(sampler.sample(), world)
         if logger is not None:
-            logger.log_history(
-                trainer.history[logged["rows"] :], every=stride, rename={"flops": FLOPS_RANK0}
-            )
+            rows = [r for r in trainer.history[logged["rows"] :] if r["step"] > logged["step"]]
+            logger.log_history(rows, every=stride, rename={"flops": FLOPS_RANK0})
             logged["rows"] = len(trainer.history)
             system = {}
             for r, sample in enumerate(samples):
                 system.update(named(sample, f"worker_{r}"))
-            logger.log_metrics(
-                {FLOPS_ALL_RANKS: metrics[FLOPS_ALL_RANKS], **system}, step=trainer.step
-            )
+            if trainer.step > logged["step"]:
+                logger.log_metrics(
+                    {FLOPS_ALL_RANKS: metrics[FLOPS_ALL_RANKS], **system}, step=trainer.step
+                )
         if logger is not None:  # what the checkpoint says is logged, logged (MLflow down: 5 s)
             logger.flush(CHECKPOINT_FLUSH_SECONDS)
         with tempfile.TemporaryDirectory() as tmp:
@@ -191,6 +212,55 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         logger.calls.close()  # the worker ends here: what the buffer holds goes first (bounded)
 
 
+def last_checkpoint(storage: Path | str, workers: int) -> str | None:
+    """The newest complete checkpoint of a fit stopped before in ``storage`` (every rank's
+    state and the network in it), as a path or URI; None when there is none."""
+    import pyarrow.fs
+
+    root = f"{storage_path(storage).rstrip('/')}/{FINAL_DIR}"
+    fs, path = pyarrow.fs.FileSystem.from_uri(root if "://" in root else f"file://{root}")
+    found = fs.get_file_info(pyarrow.fs.FileSelector(path, allow_not_found=True))
+    needed = {SPEC_FILE, *(STATE_FILE.format(rank=r) for r in range(workers))}
+    for folder in sorted(
+        (f.path for f in found if f.type == pyarrow.fs.FileType.Directory), reverse=True
+    ):
+        if not Path(folder).name.startswith("checkpoint_"):
+            continue
+        names = {Path(f.path).name for f in fs.get_file_info(pyarrow.fs.FileSelector(folder))}
+        if needed <= names:
+            return folder if "://" not in root else f"{root.split('://')[0]}://{folder}"
+    return None
+
+
+@functools.cache
+def _stoppable_trainer():
+    """``TorchTrainer`` keeping its Train controller's handle, to stop the fit when the pipeline
+    is interrupted. Ray Train's controller is an actor that outlives an interrupted ``fit()`` in
+    a Ray session that goes on (a notebook, a cluster, a resumed pipeline in the same process):
+    its workers would go on training and logging. Ray Train installs a SIGINT handler there
+    instead (it aborts the fit, then exits the process with 0); the pipeline keeps its own:
+    Ctrl+C ends its runs KILLED and exits with 130."""
+    import ray
+    from ray.train.torch import TorchTrainer
+
+    class StoppableTrainer(TorchTrainer):
+        controller = None
+
+        def _register_sigint_handler(self, controller) -> None:  # Ray 2.60's hook in fit()
+            self.controller = controller
+
+        def stop(self) -> None:
+            """Abort the fit as Ray Train's own handler does (its workers and their placement
+            group released), killing the controller if it does not answer in time."""
+            if self.controller is None:
+                return
+            with contextlib.suppress(Exception):  # gone, or stuck: the kill below ends it
+                ray.get(self.controller.abort.remote(), timeout=ABORT_SECONDS)
+            ray.kill(self.controller, no_restart=True)
+
+    return StoppableTrainer
+
+
 def run_final(
     cfg: PipelineConfig,
     settings: dict[str, Any],
@@ -202,14 +272,16 @@ def run_final(
 ) -> FinalResult:
     """Train ``settings`` with growth on ``workers`` (default ``final.workers``) Ray Train
     workers, surviving ``final.max_failures`` worker failures (each restart resumes from the
-    last checkpoint). ``fault_after_growth``: a fault to inject (tests, bench/reliability.py):
-    the last rank kills itself after the first growth event, once (the file records it)."""
+    last checkpoint). A fit stopped before (a resumed pipeline: the same ``storage``) goes on
+    from its last checkpoint too: Ray Train finds it there. ``fault_after_growth``: a fault to
+    inject (tests, bench/reliability.py): the last rank kills itself after the first growth
+    event, once (the file records it)."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchConfig, TorchTrainer
+    from ray.train.torch import TorchConfig
 
     use_gpu = gpu_available() if cfg.final.use_gpu == "auto" else bool(cfg.final.use_gpu)
     settings = {**settings, "epochs": cfg.final.epochs}
-    trainer = TorchTrainer(
+    trainer = _stoppable_trainer()(
         train_loop_per_worker,
         train_loop_config={
             "cfg_json": cfg.model_dump_json(),
@@ -217,6 +289,7 @@ def run_final(
             "run_id": run_id,
             "tracking_uri": tracking_uri(),
             "fault_after_growth": str(fault_after_growth) if fault_after_growth else None,
+            "resume_from": last_checkpoint(storage, workers or cfg.final.workers),
         },
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
         scaling_config=ScalingConfig(
@@ -225,13 +298,17 @@ def run_final(
             resources_per_worker={"CPU": 1},
         ),
         run_config=RunConfig(
-            name="final",
+            name=FINAL_DIR,
             storage_path=storage_path(storage),
             failure_config=FailureConfig(max_failures=cfg.final.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=CHECKPOINTS_KEPT),
         ),
     )
-    result = trainer.fit()
+    try:
+        result = trainer.fit()
+    except KeyboardInterrupt:  # Ctrl+C or SIGTERM: the fit stops with the pipeline
+        trainer.stop()
+        raise
     if result.checkpoint is None:
         raise PipelineError("final: the training job reported no checkpoint")
     local = Path(result.checkpoint.to_directory())

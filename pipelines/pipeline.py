@@ -20,11 +20,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from growth_core.init import Initializer
+from growth_core.io import atomic_write
 
 from . import trial as trials
 from .config import PipelineConfig
 from .lineage import dataset_inputs
 from .plots import event_label
+from .resume import CONFIG_FILE, WORKDIR_TAG, PipelineState, PriorRun, hold
 from .tracking import RunLogger, ensure_experiment, load_model_dir, tracking_uri
 
 #: Object store of an in-process Ray: small, so two local nodes do not reserve half the RAM.
@@ -67,12 +69,27 @@ def run_pipeline(
     cfg: PipelineConfig, stages: tuple[str, ...], *, console: Console | None = None
 ) -> dict[str, Any]:
     """Run the given stages; returns the summary that is also printed and logged. Ctrl+C and
-    SIGTERM stop it with :class:`Interrupted`, its MLflow runs ended KILLED."""
+    SIGTERM stop it with :class:`Interrupted`, its MLflow runs ended KILLED; it can then be
+    resumed (:func:`resume_pipeline`)."""
     # MLflow prints a "View run at" link for every run it ends on a server: the pipeline prints
     # its own, once
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     with _terminate_as_interrupt():
         return _run_pipeline(cfg, stages, console=console)
+
+
+def resume_pipeline(run_id: str, *, console: Console | None = None) -> dict[str, Any]:
+    """Go on with the pipeline whose parent MLflow run is ``run_id``, stopped (interrupted,
+    killed, or failed) before it finished: with its own config and stages, the stages it
+    finished not repeated, an interrupted search restored (``Tuner.restore``) with its trial
+    runs re-attached, an interrupted final fit on from its last checkpoint; into the same
+    MLflow runs and run folder."""
+    from .resume import prior_run
+
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+    prior = prior_run(run_id)
+    with _terminate_as_interrupt():
+        return _run_pipeline(prior.cfg, prior.state.stages, console=console, prior=prior)
 
 
 class Interrupted(KeyboardInterrupt):
@@ -99,38 +116,28 @@ def _terminate_as_interrupt():
 
 
 def _run_pipeline(
-    cfg: PipelineConfig, stages: tuple[str, ...], *, console: Console | None = None
+    cfg: PipelineConfig,
+    stages: tuple[str, ...],
+    *,
+    console: Console | None = None,
+    prior: PriorRun | None = None,
 ) -> dict[str, Any]:
     console = console or Console()
     cfg = cfg.resolved()
     data = trials.load_data(cfg.data)  # in the driver, before any run: a data error stops here
     inputs = dataset_inputs(cfg.data, data)
-    started = time.strftime("%Y%m%d-%H%M%S")
     init_ray()
-    experiment_id = ensure_experiment(cfg.name)
-    parent = RunLogger.start(
-        experiment_id,
-        f"pipeline-{started}",
-        tags={"stage": "pipeline", "stages": ",".join(stages)},
-        description=(
-            f"Pipeline ({', '.join(stages)}) on {data.name}: screen candidate initializations, "
-            "search growth settings for accuracy against size, train the selected network with "
-            "growth and register it."
-        ),
-    )
-    try:
-        # the run's own folder: its id in the name, never shared with a run of the same second
-        workdir = (RUNS_DIR / cfg.name / f"{started}-{parent.run_id[:8]}").resolve()
-        workdir.mkdir(parents=True, exist_ok=False)
-        parent.log_params(cfg.model_dump(mode="json"))
-        parent.log_text(cfg.model_dump_json(indent=2), "config.json")
-        parent.log_datasets(inputs.values())
-    except BaseException:
-        parent.finish(False)
-        raise
-    storage = cfg.storage_root(workdir)
+    if prior is None:
+        experiment_id = ensure_experiment(cfg.name)
+        parent, state, lock = _start(cfg, stages, data, inputs, experiment_id)
+    else:
+        experiment_id, state = prior.experiment_id, prior.state
+        lock = hold(state.workdir)
+        parent = RunLogger.reopen(prior.run_id)
+        console.print(f"Resuming pipeline run {prior.run_id} in {state.workdir}")
+    workdir = state.workdir
     summary: dict[str, Any] = {
-        "storage": storage,
+        "storage": state.storage,
         "parent_run_id": parent.run_id,
         "experiment_id": experiment_id,
         "workdir": str(workdir),
@@ -139,7 +146,12 @@ def _run_pipeline(
     try:
         inits = [Initializer.from_dict(i.to_dict()) for i in cfg.screen.initializers()]
         depth_caps: dict[str, int] = {}
-        if "screen" in stages:
+        if "screen" in stages and "screen" in state.done:
+            done = state.done["screen"]
+            inits = [Initializer.from_dict(i) for i in done["inits"]]
+            depth_caps, summary["screen"] = done["summary"]["depth_caps"], done["summary"]
+            console.print(f"screen: finished before; kept {', '.join(done['summary']['kept'])}")
+        elif "screen" in stages:
             from .screening import run_screen
 
             with _stage(console, "screen", len(inits)) as advance:
@@ -160,10 +172,19 @@ def _run_pipeline(
                 "depth_caps": depth_caps,
             }
             console.print(screened.render())
+            state.finish(
+                "screen", {"inits": [i.to_dict() for i in inits], "summary": summary["screen"]}
+            )
         settings = trials.base_settings(cfg)
         settings["init"] = inits[0].to_dict()
         settings["max_depth"] = depth_caps.get(inits[0].label, settings["max_depth"])
-        if "search" in stages:
+        if "search" in stages and "search" in state.done:
+            settings, summary["search"] = (
+                state.done["search"]["settings"],
+                state.done["search"]["summary"],
+            )
+            console.print("search: finished before")
+        elif "search" in stages:
             from .search import run_search
 
             with _stage(console, "search", cfg.search.trials) as advance:
@@ -173,9 +194,11 @@ def _run_pipeline(
                     depth_caps,
                     experiment_id=experiment_id,
                     parent_run_id=parent.run_id,
-                    storage=storage,
+                    storage=state.storage,
                     advance=advance,
                     datasets=[inputs["train"], inputs["validation"]],
+                    resume_run_id=state.runs.get("search"),
+                    on_start=lambda run_id: state.started("search", run_id),
                 )
             settings = found.best_settings
             summary["search"] = {
@@ -186,17 +209,61 @@ def _run_pipeline(
                 "selected": found.selected["trial_id"],
             }
             parent.log_metrics({"best_val_accuracy": found.best_val_accuracy}, step=0)
-        if "final" in stages:
+            state.finish("search", {"settings": settings, "summary": summary["search"]})
+        if "final" in stages and "final" in state.done:
+            summary["final"] = state.done["final"]
+        elif "final" in stages:
             summary["final"] = _final(
-                cfg, settings, experiment_id, parent, workdir, console, data, inputs
+                cfg, settings, experiment_id, parent, state, console, data, inputs
             )
+            state.finish("final", summary["final"])
         summary["settings"] = settings
         parent.log_json(summary, "summary.json")
         ok = True
+    except KeyboardInterrupt:
+        console.print(
+            f"Stopped; resume with: [bold]make run RESUME={parent.run_id}[/bold]  "
+            f"(or: growth run --resume {parent.run_id})"
+        )
+        raise
     finally:
         parent.finish(ok)
+        lock.close()
     _print_summary(console, cfg, summary)
     return summary
+
+
+def _start(cfg, stages, data, inputs, experiment_id):
+    """A new pipeline: its parent run, its own folder (the run id in its name, never shared
+    with a run of the same second) with its config and state, and the folder held."""
+    started = time.strftime("%Y%m%d-%H%M%S")
+    parent = RunLogger.start(
+        experiment_id,
+        f"pipeline-{started}",
+        tags={"stage": "pipeline", "stages": ",".join(stages)},
+        description=(
+            f"Pipeline ({', '.join(stages)}) on {data.name}: screen candidate initializations, "
+            "search growth settings for accuracy against size, train the selected network with "
+            "growth and register it."
+        ),
+    )
+    try:
+        workdir = (RUNS_DIR / cfg.name / f"{started}-{parent.run_id[:8]}").resolve()
+        workdir.mkdir(parents=True, exist_ok=False)
+        lock = hold(workdir)
+        atomic_write(
+            workdir / CONFIG_FILE, lambda tmp: tmp.write_text(cfg.model_dump_json(indent=2))
+        )
+        state = PipelineState(workdir, stages, cfg.storage_root(workdir))
+        state.save()
+        parent.set_tags({WORKDIR_TAG: str(workdir), "storage": state.storage})
+        parent.log_params(cfg.model_dump(mode="json"))
+        parent.log_text(cfg.model_dump_json(indent=2), "config.json")
+        parent.log_datasets(inputs.values())
+    except BaseException:
+        parent.finish(False)
+        raise
+    return parent, state, lock
 
 
 def _log_front(cfg, found, parent, workdir: Path) -> list[dict[str, Any]]:
@@ -212,7 +279,9 @@ def _log_front(cfg, found, parent, workdir: Path) -> list[dict[str, Any]]:
     return [{k: r[k] for k in keys} for r in table.to_pylist() if r["on_front"]]
 
 
-def _final(cfg, settings, experiment_id, parent, workdir, console, data, inputs) -> dict:
+def _final(cfg, settings, experiment_id, parent, state, console, data, inputs) -> dict:
+    """The final fit, in its ``final`` run (a stopped one's, when ``state`` has it: Ray Train
+    then goes on from the fit's last checkpoint in ``state.storage``)."""
     import json
 
     from growth_core.events import GrowthEvent
@@ -220,24 +289,28 @@ def _final(cfg, settings, experiment_id, parent, workdir, console, data, inputs)
     from .final import FLOPS_ALL_RANKS, run_final
     from .plots import growth_figure
 
-    run = RunLogger.start(
-        experiment_id,
-        "final",
-        parent_run_id=parent.run_id,
-        tags={"stage": "final"},
-        description=(
-            f"Final fit: the selected settings trained with growth under DDP on "
-            f"{cfg.final.workers} workers for {cfg.final.epochs} epochs (the search's validation "
-            f"split held out), tested, and registered as the model {cfg.name!r}."
-        ),
-    )
-    run.log_params({**settings, "workers": cfg.final.workers, "epochs": cfg.final.epochs})
-    run.log_text(cfg.model_dump_json(indent=2), "config.json")
-    run.log_datasets(inputs.values())
+    if "final" in state.runs:
+        run = RunLogger.reopen(state.runs["final"])
+    else:
+        run = RunLogger.start(
+            experiment_id,
+            "final",
+            parent_run_id=parent.run_id,
+            tags={"stage": "final"},
+            description=(
+                f"Final fit: the selected settings trained with growth under DDP on "
+                f"{cfg.final.workers} workers for {cfg.final.epochs} epochs (the search's "
+                f"validation split held out), tested, and registered as the model {cfg.name!r}."
+            ),
+        )
+        state.started("final", run.run_id)
+        run.log_params({**settings, "workers": cfg.final.workers, "epochs": cfg.final.epochs})
+        run.log_text(cfg.model_dump_json(indent=2), "config.json")
+        run.log_datasets(inputs.values())
     ok = False
     try:
         with _stage(console, f"final ({cfg.final.workers} workers)", None):
-            result = run_final(cfg, settings, run_id=run.run_id, storage=cfg.storage_root(workdir))
+            result = run_final(cfg, settings, run_id=run.run_id, storage=state.storage)
         net = load_model_dir(result.checkpoint_dir)
         history = json.loads((result.checkpoint_dir / "history.json").read_text())
         events = [

@@ -181,6 +181,23 @@ class RunLogger:
         run = call_with_retry(create)
         return cls(run.info.run_id, c.tracking_uri)
 
+    @classmethod
+    def reopen(cls, run_id: str, uri: str | None = None) -> RunLogger:
+        """An existing run, RUNNING again (a resumed pipeline goes on logging to its runs)."""
+        c = client(uri)
+        call_with_retry(functools.partial(c.update_run, run_id, status="RUNNING"))
+        return cls(run_id, c.tracking_uri)
+
+    def last_step(self, *keys: str) -> int:
+        """The highest step logged for any of the metrics ``keys`` (-1 if none): what a resumed
+        worker or trial already logged and must not log again."""
+        steps = [
+            m.step
+            for key in keys
+            for m in call_with_retry(self.client.get_metric_history, self.run_id, key)
+        ]
+        return max(steps, default=-1)
+
     # -- values --------------------------------------------------------------------------------
     def log_params(self, params: Mapping[str, Any]) -> None:
         flat = _flatten(params)
