@@ -83,7 +83,7 @@ def ensure_experiment(name: str) -> str:
     A SQLite store is switched to write-ahead logging first, so two pipelines (and a pipeline's
     driver and its Ray Train rank 0) write to it at once without "database is locked"."""
     c = client()
-    _write_ahead_logging(c.tracking_uri)
+    _prepare_sqlite(c)
     exp = c.get_experiment_by_name(name)
     if exp is not None:
         return exp.experiment_id
@@ -100,14 +100,23 @@ def ensure_experiment(name: str) -> str:
         return exp.experiment_id
 
 
-def _write_ahead_logging(uri: str) -> None:
-    """``PRAGMA journal_mode=WAL`` on a SQLite store (a property of the file: set once, kept)."""
+def _prepare_sqlite(c: MlflowClient) -> None:
+    """A SQLite store created (MLflow's tables and migrations) and switched to write-ahead
+    logging (``PRAGMA journal_mode=WAL``, a property of the file: set once, kept), one process
+    at a time: two pipelines creating one new store at once race in MLflow's migrations."""
+    uri = c.tracking_uri
     if not uri.startswith("sqlite:///"):
         return
+    import fcntl
     import sqlite3
 
-    with contextlib.closing(sqlite3.connect(uri.removeprefix("sqlite:///"), timeout=30)) as db:
-        db.execute("PRAGMA journal_mode=WAL")
+    path = Path(uri.removeprefix("sqlite:///"))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.parent / f".{path.name}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        with contextlib.closing(sqlite3.connect(path, timeout=30)) as db:
+            db.execute("PRAGMA journal_mode=WAL")
+        c.search_experiments(max_results=1)  # MLflow creates its tables on first use
 
 
 def _artifact_location(uri: str) -> str | None:
