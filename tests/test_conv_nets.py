@@ -2,6 +2,7 @@ import pytest
 import torch
 from torch import nn
 
+from growth_core import data
 from growth_core.conv_spec import ConvSpec
 from growth_core.nets import build
 
@@ -53,3 +54,9 @@ def test_a_residual_block_with_zero_conv2_is_the_identity():
     nn.init.zeros_(net.blocks[2].conv2.conv.bias)
     _, hidden = net.forward_with_hidden(torch.randn(5, 98))
     assert torch.equal(hidden[2], hidden[1])
+
+
+def test_a_dataset_shape_is_the_input_shape_of_a_net_for_its_flat_rows():
+    digits = data.digits()
+    net = build(ConvSpec(digits.shape, digits.num_classes, ((4,), (8,))))
+    assert net(digits.x_train[:5]).shape == (5, 10)
