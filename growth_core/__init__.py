@@ -16,8 +16,10 @@ The front door; everything else is one import deeper (``growth_core.growth``,
     result = gc.Trainer(net, data, config, policy=policy).fit()
 """
 
+from .conv_spec import ConvSpec
 from .data import Dataset, load, load_parquet
 from .events import GrowthEvent
+from .families import spec_from_json
 from .flops import parameter_count
 from .growth import AtSteps, Budget, DepthGrowth, DepthWidthPolicy, OnPlateau, WidthGrowth
 from .init import Initializer
@@ -30,6 +32,7 @@ __all__ = [
     "ArchitectureSpec",
     "AtSteps",
     "Budget",
+    "ConvSpec",
     "Dataset",
     "DepthGrowth",
     "DepthWidthPolicy",
@@ -44,4 +47,5 @@ __all__ = [
     "load_parquet",
     "parameter_count",
     "screen",
+    "spec_from_json",
 ]

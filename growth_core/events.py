@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from torch import Tensor, nn
 
-from .spec import ArchitectureSpec
+from .families import Spec, spec_from_dict
 
 if TYPE_CHECKING:
     from .data import Dataset
@@ -51,7 +51,7 @@ class Change:
     param_map: dict[str, str]
 
     @property
-    def spec(self) -> ArchitectureSpec:
+    def spec(self) -> Spec:
         return self.net.spec
 
 
@@ -64,8 +64,8 @@ class GrowthEvent:
     """``"layer"`` (a layer or block inserted) or ``"neurons"`` (a layer widened)."""
     position: int
     score: float
-    spec_before: ArchitectureSpec
-    spec_after: ArchitectureSpec
+    spec_before: Spec
+    spec_after: Spec
     params_before: int
     params_after: int
     details: dict[str, Any] = field(default_factory=dict)
@@ -89,8 +89,8 @@ class GrowthEvent:
         return cls(
             **{
                 **d,
-                "spec_before": ArchitectureSpec.from_dict(d["spec_before"]),
-                "spec_after": ArchitectureSpec.from_dict(d["spec_after"]),
+                "spec_before": spec_from_dict(d["spec_before"]),
+                "spec_after": spec_from_dict(d["spec_after"]),
             }
         )
 

@@ -3,29 +3,19 @@
 A network is always ``build(spec)`` plus a ``state_dict``; growth produces a new spec and a new
 module, never mutates one in place. Parameter names are stable and positional
 (``hidden.{i}``, ``blocks.{i}.fc1``, ...) so that weights can be mapped from one spec to the next.
+A :class:`~growth_core.conv_spec.ConvSpec` builds one of the convolutional nets of
+:mod:`growth_core.conv_nets`.
 """
 
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .activations import activation_fn
+from .conv_nets import ConvNet, ResidualConvNet, build_conv
+from .conv_spec import ConvSpec
+from .families import Spec
 from .spec import ArchitectureSpec
-
-_ACTIVATIONS = {
-    "relu": F.relu,
-    "tanh": torch.tanh,
-    "sigmoid": torch.sigmoid,
-    "gelu": F.gelu,
-    "leaky_relu": F.leaky_relu,
-    "identity": lambda z: z,
-}
-
-
-def activation_fn(name: str):
-    """The elementwise function a spec's ``activation`` names."""
-    return _ACTIVATIONS[name]
 
 
 class MLP(nn.Module):
@@ -112,6 +102,8 @@ class ResidualMLP(nn.Module):
 Net = MLP | ResidualMLP
 
 
-def build(spec: ArchitectureSpec) -> Net:
+def build(spec: Spec) -> Net | ConvNet | ResidualConvNet:
     """The network a spec describes, with PyTorch's default initialization."""
+    if isinstance(spec, ConvSpec):
+        return build_conv(spec)
     return ResidualMLP(spec) if spec.residual else MLP(spec)

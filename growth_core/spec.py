@@ -3,6 +3,10 @@
 An :class:`ArchitectureSpec` is everything needed to rebuild a network (with ``nets.build``):
 it travels with every checkpoint and every growth event, serializes to JSON, and is validated
 at construction so a bad value is reported by the name of its field.
+
+Convolutional networks have a spec of their own, :class:`~growth_core.conv_spec.ConvSpec`, whose
+JSON carries ``"family": "cnn"``; :func:`growth_core.families.spec_from_json` reads either kind
+(an MLP spec's JSON has no ``family`` key, as it always had).
 """
 
 from __future__ import annotations
@@ -117,6 +121,11 @@ class ArchitectureSpec:
     def from_dict(cls, d: dict[str, Any]) -> ArchitectureSpec:
         if not isinstance(d, dict):
             raise SpecError(f"spec: expected a JSON object, got {type(d).__name__}")
+        if "family" in d:
+            raise SpecError(
+                f"family: {d['family']!r} is not an MLP spec (which has no family); "
+                "read it with growth_core.families.spec_from_dict"
+            )
         known = {"input_dim", "output_dim", "widths", "activation", "residual", "width"}
         unknown = sorted(set(d) - known)
         if unknown:

@@ -99,12 +99,21 @@ class DataConfig(_Section):
     """``parquet``: a folder holding ``train.parquet`` and ``test.parquet``, or one file."""
     scale: PositiveFloat | None = None
     """``parquet``: divide features by this (255 for MNIST pixels)."""
+    shape: tuple[PositiveInt, PositiveInt, PositiveInt] | None = None
+    """``parquet``: ``[channels, height, width]`` of the image a row holds, for convolutional
+    nets: ``growth_core.data.load_parquet``'s ``shape``, whose product must be the number of
+    features. Without it the file's own ``shape`` metadata is read (the MNIST files have one).
+    Not yet passed on by ``trial.load_data``: that is part of the conv pipeline (issue 13)."""
     seed: int = 0
 
     @model_validator(mode="after")
     def _path_for_parquet(self) -> DataConfig:
         if self.dataset == "parquet" and not self.path:
             raise ValueError("path: the parquet dataset needs a path")
+        if self.shape is not None and self.dataset != "parquet":
+            raise ValueError(
+                f"shape: only a parquet dataset takes a shape; {self.dataset!r} knows its own"
+            )
         return self
 
 

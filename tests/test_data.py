@@ -1,4 +1,5 @@
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -57,6 +58,11 @@ def test_digits_standardized_with_train_statistics():
     assert ds.x_test.mean(0).abs().max() > 1e-2  # test statistics were not used
 
 
+def test_digits_rows_are_8x8_images_and_other_builtins_flat():
+    assert data.digits().shape == (1, 8, 8)
+    assert data.load("spirals").shape is None
+
+
 def test_the_scaling_of_raw_features_is_recorded_and_inverts():
     ds = data.digits()
     shift, scale = ds.preprocess
@@ -92,6 +98,9 @@ def test_load_rejects_unknown_names_and_arguments():
         ("y_test", {"y_test": torch.tensor([0, 2])}),
         ("x_train", {"x_train": torch.full((4, 3), math.nan)}),
         ("num_classes", {"num_classes": 1}),
+        ("shape", {"shape": (1, 2, 2)}),
+        ("shape", {"shape": (3,)}),
+        ("shape[0]", {"shape": (0, 1, 3)}),
     ],
 )
 def test_dataset_names_the_bad_field(field, change):
@@ -103,8 +112,10 @@ def test_dataset_names_the_bad_field(field, change):
         "y_test": torch.tensor([1, 0]),
         "num_classes": 2,
     }
-    with pytest.raises(DataError, match=f"^{field}:"):
+    with pytest.raises(DataError, match=f"^{re.escape(field)}:"):
         Dataset(**(fields | change))
+
+    assert Dataset(**(fields | {"shape": [3, 1, 1]})).shape == (3, 1, 1)
 
 
 # -- Parquet -----------------------------------------------------------------------------------
@@ -205,6 +216,22 @@ def test_train_test_width_mismatch_names_both_files(tmp_path):
         data.load_parquet(train, test)
 
 
+def test_parquet_shape_is_given_or_read_from_the_file_metadata(tmp_path):
+    rows = {"pixels": pixels([list(range(6))] * 4, width=6), "label": [0, 1, 0, 1]}
+    plain = write(tmp_path / "plain.parquet", rows)
+    assert data.load_parquet(plain, plain).shape is None
+    assert data.load_parquet(plain, plain, shape=[2, 1, 3]).shape == (2, 1, 3)
+    with pytest.raises(DataError, match=r"^shape: \[1, 2, 2\] holds 4 values.*plain.parquet"):
+        data.load_parquet(plain, plain, shape=(1, 2, 2))
+    with pytest.raises(DataError, match=r"^shape\[2\]:"):
+        data.load_parquet(plain, plain, shape=(1, 2, -3))
+    table = pa.table(rows)
+    for meta, shape in (("2,3", (1, 2, 3)), ("3,2,1", (3, 2, 1)), ("4,4", None), ("a,b", None)):
+        path = tmp_path / "meta.parquet"
+        pq.write_table(table.replace_schema_metadata({"shape": meta}), path)
+        assert data.load_parquet(path, path).shape == shape  # ignored when it does not fit
+
+
 def test_mnist_parquet(tmp_path):
     if not (MNIST / "train.parquet").exists():
         pytest.skip(f"MNIST Parquet files not found at {MNIST} (they sit beside the project)")
@@ -212,7 +239,7 @@ def test_mnist_parquet(tmp_path):
     assert (ds.n_train, ds.n_test, ds.input_dim, ds.num_classes) == (60000, 10000, 784, 10)
     assert ds.y_train.bincount().tolist() == MNIST_TRAIN_COUNTS
     assert ds.x_train.min() == 0.0 and ds.x_train.max() == 1.0
-    assert ds.name == "mnist"
+    assert ds.name == "mnist" and ds.shape == (1, 28, 28)  # from the files' "28,28" metadata
 
 
 @pytest.mark.parametrize("label", [10**8, 1e20, 2**63 + 5])

@@ -34,6 +34,9 @@ SPIRALS_N_TEST = 150
 #: Ten digit classes, for scikit-learn's digits and for mnist1d.
 DIGIT_CLASSES = 10
 
+#: scikit-learn's digits are 8x8 grey images: ``(channels, height, width)``.
+DIGITS_SHAPE = (1, 8, 8)
+
 
 def _spiral_arm(sign: float, n: int, r0: float, turns: float) -> torch.Tensor:
     """Points ``i = 0..n-1`` of one arm: ``phi = 2 pi turns i / n``, ``r = r0 + turns i / n``,
@@ -74,7 +77,8 @@ def spirals(
 
 def digits(*, test_fraction: float = 0.25, seed: int = 0) -> Dataset:
     """scikit-learn's 8x8 handwritten digits (1797 images, 64 features, 10 classes; shipped
-    with scikit-learn, so offline), split with ``seed`` and standardized with train statistics."""
+    with scikit-learn, so offline), split with ``seed`` and standardized with train statistics.
+    Each row is one grey image, ``shape`` ``(1, 8, 8)``."""
     from sklearn.datasets import load_digits  # imported here: scikit-learn is slow to import
 
     check_int("seed", seed, 0)
@@ -86,7 +90,16 @@ def digits(*, test_fraction: float = 0.25, seed: int = 0) -> Dataset:
     )
     preprocess = standardization(x_train)
     x_train, x_test = standardized(x_train, x_test)
-    return Dataset("digits", x_train, y_train, x_test, y_test, DIGIT_CLASSES, preprocess=preprocess)
+    return Dataset(
+        "digits",
+        x_train,
+        y_train,
+        x_test,
+        y_test,
+        DIGIT_CLASSES,
+        preprocess=preprocess,
+        shape=DIGITS_SHAPE,
+    )
 
 
 @contextlib.contextmanager

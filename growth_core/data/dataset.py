@@ -2,7 +2,8 @@
 
 Every dataset is a :class:`Dataset`: train and test features ``(n, d)`` float32 with int64
 labels, validated once when it is built, so the trainer, the growth scores and the screen never
-meet a ragged, NaN-laden or mislabelled input.
+meet a ragged, NaN-laden or mislabelled input. Images keep their rows flat too; their ``shape``
+says how a convolutional net reads a row back as ``(channels, height, width)``.
 """
 
 from __future__ import annotations
@@ -40,6 +41,9 @@ class Dataset:
     preprocess: tuple[torch.Tensor, torch.Tensor] | None = None
     """How the features were made from the raw ones, ``x = (raw - shift) / scale`` per feature,
     as ``(shift, scale)``; ``None``: used as read. A served model applies it to raw inputs."""
+    shape: tuple[int, int, int] | None = None
+    """Images: a row's features are a ``(channels, height, width)`` image flattened row-major,
+    ``channels * height * width == d``; ``None``: a flat vector of features."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -52,6 +56,8 @@ class Dataset:
             raise DataError(
                 f"x_test: {self.x_test.shape[1]} features, but x_train has {self.x_train.shape[1]}"
             )
+        if self.shape is not None:
+            object.__setattr__(self, "shape", _image_shape(self.shape, self.input_dim))
         for field in ("x_train", "y_train", "x_test", "y_test"):
             object.__setattr__(self, field, getattr(self, field).contiguous())
 
@@ -69,10 +75,30 @@ class Dataset:
         return self.x_test.shape[0]
 
     def __repr__(self) -> str:
+        shape = "" if self.shape is None else f", shape={self.shape}"
         return (
             f"Dataset({self.name!r}, n_train={self.n_train}, n_test={self.n_test}, "
-            f"input_dim={self.input_dim}, num_classes={self.num_classes})"
+            f"input_dim={self.input_dim}{shape}, num_classes={self.num_classes})"
         )
+
+
+def image_shape(shape: Any) -> tuple[int, int, int]:
+    """``shape`` as a tuple if it is three positive integers ``(channels, height, width)``."""
+    if not isinstance(shape, list | tuple) or len(shape) != 3:
+        raise DataError(f"shape: expected (channels, height, width), got {shape!r}")
+    for i, n in enumerate(shape):
+        check_int(f"shape[{i}]", n, 1)
+    return tuple(shape)  # type: ignore[return-value]
+
+
+def _image_shape(shape: Any, input_dim: int) -> tuple[int, int, int]:
+    """``shape`` as a tuple if it is three positive integers whose product is ``input_dim``."""
+    shape = image_shape(shape)
+    if math.prod(shape) != input_dim:
+        raise DataError(
+            f"shape: {shape} holds {math.prod(shape)} values, but a row has {input_dim} features"
+        )
+    return shape
 
 
 def _check_split(split: str, x: Any, y: Any, num_classes: int) -> None:

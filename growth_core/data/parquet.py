@@ -3,6 +3,7 @@ file and column."""
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,6 +19,7 @@ from .dataset import (
     DataError,
     Dataset,
     check_int,
+    image_shape,
     n_test_rows,
     shuffle_split,
     standardization,
@@ -204,6 +206,35 @@ def _read_xy(
     return torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(y)
 
 
+def _metadata_shape(path: Path, input_dim: int) -> tuple[int, int, int] | None:
+    """The image shape a file's ``shape`` schema metadata gives (``b"28,28"``: one channel, or
+    ``b"3,32,32"``), when it fits ``input_dim`` features; else ``None``, the rows stay flat."""
+    raw = (_read_schema(path).metadata or {}).get(b"shape")
+    try:
+        dims = tuple(int(part) for part in raw.decode().split(","))
+    except (AttributeError, UnicodeDecodeError, ValueError):
+        return None
+    if len(dims) == 2:
+        dims = (1, *dims)
+    if len(dims) != 3 or min(dims) < 1 or math.prod(dims) != input_dim:
+        return None
+    return dims  # type: ignore[return-value]
+
+
+def _row_shape(
+    shape: tuple[int, int, int] | None, path: Path, columns: list[str], input_dim: int
+) -> tuple[int, int, int] | None:
+    """``shape`` as given (it must hold the ``input_dim`` features), else the file's own."""
+    if shape is None:
+        return _metadata_shape(path, input_dim)
+    if math.prod(shape) != input_dim:
+        raise DataError(
+            f"shape: {list(shape)} holds {math.prod(shape)} values, but {path} has {input_dim} "
+            f"features in {', '.join(columns)}"
+        )
+    return shape
+
+
 def _default_name(path: Path) -> str:
     """The file's stem; for the usual ``<set>/train.parquet`` layout, the folder's name."""
     folder = path.resolve().parent.name
@@ -222,6 +253,7 @@ def load_parquet(
     standardize: bool = False,
     num_classes: int | None = None,
     name: str | None = None,
+    shape: Sequence[int] | None = None,
 ) -> Dataset:
     """A classification set from Parquet files.
 
@@ -232,6 +264,11 @@ def load_parquet(
     images); ``standardize`` then centres and scales them with the train statistics.
     ``num_classes`` defaults to the largest label + 1.
 
+    ``shape`` ``(channels, height, width)`` says the rows are images (kept flat, row-major);
+    its product must equal the number of features. Without it, a file whose schema metadata
+    holds ``shape`` (``"28,28"`` for one channel, or ``"3,32,32"``), as the MNIST files do, is
+    read as images of that shape when the product fits, and as flat vectors otherwise.
+
     Every problem with a file raises :class:`DataError` naming the file and the column.
     """
     train_path = Path(train_path)
@@ -240,8 +277,11 @@ def load_parquet(
         check_int("num_classes", num_classes, 2)
     if scale is not None:
         scale = float(require_number("scale", scale, 0.0, strict=True, error=DataError))
+    if shape is not None:
+        shape = image_shape(shape)
     columns = _feature_columns(train_path, features, label)
     x_train, y_train = _read_xy(train_path, columns, label, num_classes)
+    shape = _row_shape(shape, train_path, columns, x_train.shape[1])
     if test_path is None:
         n_test = n_test_rows(len(y_train), test_fraction, train_path)
         x_train, y_train, x_test, y_test = shuffle_split(x_train, y_train, n_test, seed)
@@ -268,4 +308,6 @@ def load_parquet(
             )
     preprocess = (shift, divide) if scale is not None or standardize else None
     name = name or _default_name(train_path)
-    return Dataset(name, x_train, y_train, x_test, y_test, num_classes, preprocess=preprocess)
+    return Dataset(
+        name, x_train, y_train, x_test, y_test, num_classes, preprocess=preprocess, shape=shape
+    )

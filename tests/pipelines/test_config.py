@@ -6,6 +6,7 @@ from pipelines.config import ConfigError, apply_override, load_config, validate
 
 CONFIGS = sorted((Path(__file__).resolve().parents[2] / "pipelines" / "configs").glob("*.toml"))
 MINIMAL = {"name": "t", "data": {"dataset": "digits"}}
+PARQUET = {"dataset": "parquet", "path": "mnist"}
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
@@ -45,6 +46,9 @@ def test_grid_candidates_expand():
         ({**MINIMAL, "screen": {"candidates": [{"kind": "lecun"}]}}, "screen.candidates.0.kind"),
         ({"name": "t", "data": {"dataset": "parquet"}}, "path: the parquet dataset needs a path"),
         ({"name": "t"}, "data: missing"),
+        ({"name": "t", "data": {**PARQUET, "shape": [1, 0, 28]}}, "data.shape.1"),
+        ({"name": "t", "data": {**PARQUET, "shape": [28, 28]}}, "data.shape.2"),
+        ({"name": "t", "data": {"dataset": "digits", "shape": [1, 8, 8]}}, "shape: only a parquet"),
         ({**MINIMAL, "final": {"use_gpu": "maybe"}}, "final.use_gpu"),
         ({**MINIMAL, "search": {"width_ridge": -1}}, "search.width_ridge"),
         ({**MINIMAL, "search": {"width_samples": "once"}}, "search.width_samples"),
@@ -61,6 +65,12 @@ def test_grid_candidates_expand():
 def test_bad_configs_name_the_key(raw, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         validate(raw)
+
+
+def test_parquet_data_may_give_an_image_shape():
+    cfg = validate({"name": "t", "data": {**PARQUET, "shape": [1, 28, 28]}})
+    assert cfg.data.shape == (1, 28, 28)
+    assert validate({"name": "t", "data": PARQUET}).data.shape is None
 
 
 def test_overrides_are_parsed_as_toml_and_validated(tmp_path):
