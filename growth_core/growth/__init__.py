@@ -18,6 +18,12 @@ from .bottleneck import (
     bottlenecks,
     widen,
 )
+from .conv_width import (
+    ConvMoments,
+    ConvSite,
+    ConvWidthStatistics,
+    conv_width_statistics,
+)
 from .policy import DepthWidthPolicy
 from .sensitivity import Sensitivities, insert, positions, sensitivities
 from .settings import Budget, DepthGrowth, PolicyError, WidthGrowth
@@ -29,6 +35,9 @@ __all__ = [
     "BottleneckStatistics",
     "Budget",
     "Change",
+    "ConvMoments",
+    "ConvSite",
+    "ConvWidthStatistics",
     "Decision",
     "DepthGrowth",
     "DepthWidthPolicy",
@@ -54,6 +63,7 @@ __all__ = [
     "WidthGrowth",
     "bottleneck_statistics",
     "bottlenecks",
+    "conv_width_statistics",
     "insert",
     "positions",
     "sensitivities",
