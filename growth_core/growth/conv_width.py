@@ -30,6 +30,7 @@ left to the caller: the gains of :func:`channel_bottleneck` score them.
 
 from __future__ import annotations
 
+from ._conv_proposal import ChannelProposal, NewChannels
 from ._conv_site import ConvSite
 from ._conv_statistics import (
     CONV_MOMENTS,
@@ -38,12 +39,33 @@ from ._conv_statistics import (
     ConvWidthStatistics,
     conv_width_statistics,
 )
+from ._conv_strategies import (
+    CONV_STRATEGIES,
+    ChannelStrategy,
+    ConvGradMaxGrowth,
+    ConvRandomGrowth,
+    ConvSiteView,
+    ConvTinyGrowth,
+    ConvTinyWithUpdateGrowth,
+)
+from ._conv_tiny import ChannelBottleneck, channel_bottleneck
 
 __all__ = [
     "CONV_MOMENTS",
+    "CONV_STRATEGIES",
+    "ChannelBottleneck",
+    "ChannelProposal",
+    "ChannelStrategy",
+    "ConvGradMaxGrowth",
     "ConvMoments",
+    "ConvRandomGrowth",
     "ConvSite",
     "ConvSiteStatistics",
+    "ConvSiteView",
+    "ConvTinyGrowth",
+    "ConvTinyWithUpdateGrowth",
     "ConvWidthStatistics",
+    "NewChannels",
+    "channel_bottleneck",
     "conv_width_statistics",
 ]
