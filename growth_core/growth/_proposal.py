@@ -1,34 +1,25 @@
-"""Previewing a width change at any amplitude, searching the amplitude, then applying it.
+"""Previewing new neurons at any amplitude, then applying them.
 
 GroMo's ``extended_forward`` / ``apply_change`` split: the change is evaluated through
-``torch.func.functional_call`` on a skeleton of the grown architecture, so a line search never
-writes to the network it starts from; ``apply`` builds a new module.
+``torch.func.functional_call`` on a skeleton of the grown architecture, so a line search
+(:mod:`._line_search`) never writes to the network it starts from; ``apply`` builds a new module.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 from torch.func import functional_call
 
-from ..events import Change, LossFn
+from ..events import Change
 from ..flops import forward_flops
 from ..nets import Net, activation_fn, build
 from ..spec import ArchitectureSpec
+from ._line_search import AmplitudeSearch
 from ._sites import site_layers
-from ._statistics import LOSS_REDUCTIONS
-
-#: Amplitudes the line search tries (and 0, no change): 2^-12 ... 2^2. Ours; at ``gamma = 1``
-#: the change moves the pre-activations by the least-squares fit of ``V_goal``, a full step.
-LINE_SEARCH_GAMMAS = tuple(2.0**k for k in range(-12, 3))
-
-#: While the largest amplitude tried is the best, the search doubles it, up to this. Ours.
-LINE_SEARCH_MAX_GAMMA = 2.0**10
 
 
 @dataclass(frozen=True)
@@ -43,22 +34,13 @@ class NewNeurons:
     """``(o, d)``: added to the fan-out layer's ``[W | b]``; ``None`` leaves it as it is."""
 
 
-@dataclass(frozen=True)
-class LineSearch:
-    gamma: float
-    """The amplitude with the lowest loss; 0 when no amplitude lowers it."""
-    losses: dict[float, float]
-    """Mean per-sample loss at every amplitude tried (0 included)."""
-    flops: int
-
-
 def widened_spec(spec: ArchitectureSpec, site: int, neurons: int) -> ArchitectureSpec:
     widths = list(spec.widths)
     widths[site] += neurons
     return spec.with_widths(widths)
 
 
-class NeuronProposal:
+class NeuronProposal(AmplitudeSearch):
     """A change at one site that can be previewed at any amplitude ``gamma`` and then applied.
 
     At amplitude ``gamma`` the fan-out layer's ``[W | b]`` becomes ``[W | b] + gamma dW`` and the
@@ -118,56 +100,8 @@ class NeuronProposal:
             self._skeleton = build(self.spec).to(device=self._device, dtype=self._dtype)
         return functional_call(self._skeleton, self.parameters(gamma), (x,))
 
-    def loss(
-        self,
-        batches: Iterable[tuple[Tensor, Tensor]],
-        gamma: float,
-        *,
-        loss_fn: LossFn = F.cross_entropy,
-        reduction: str = "mean",
-    ) -> tuple[float, int]:
-        """Mean per-sample loss at amplitude ``gamma`` and the samples it saw."""
-        if reduction not in LOSS_REDUCTIONS:
-            raise ValueError(f"reduction: unknown {reduction!r}; expected one of {LOSS_REDUCTIONS}")
-        total, n = 0.0, 0
-        for x, y in batches:
-            loss = float(loss_fn(self.forward(x, gamma), y))
-            total += loss * len(x) if reduction == "mean" else loss
-            n += len(x)
-        if n == 0:
-            raise ValueError("batches: no data for the line search")
-        return total / n, n
-
-    def line_search(
-        self,
-        batches: Sequence[tuple[Tensor, Tensor]],
-        *,
-        gammas: Sequence[float] = LINE_SEARCH_GAMMAS,
-        max_gamma: float = LINE_SEARCH_MAX_GAMMA,
-        loss_fn: LossFn = F.cross_entropy,
-        reduction: str = "mean",
-    ) -> LineSearch:
-        """Try every amplitude in ``gammas`` (and 0) on ``batches``, then keep doubling the largest
-        while it is the best and at most ``max_gamma``; nothing is committed."""
-        if not gammas or any(not (math.isfinite(g) and g > 0) for g in gammas):
-            raise ValueError(f"gammas: expected positive finite amplitudes, got {list(gammas)}")
-        losses, n = {}, 0
-
-        def evaluate(g: float) -> None:
-            nonlocal n
-            losses[g], n = self.loss(batches, g, loss_fn=loss_fn, reduction=reduction)
-
-        for g in (0.0, *sorted(gammas)):
-            evaluate(g)
-        while (top := max(losses)) == self._best(losses) and 2 * top <= max_gamma:
-            evaluate(2 * top)
-        best = self._best(losses)
-        return LineSearch(best, losses, len(losses) * forward_flops(self.spec, n))
-
-    @staticmethod
-    def _best(losses: dict[float, float]) -> float:
-        """The amplitude with the lowest loss, the smallest on ties."""
-        return min(losses, key=lambda g: (losses[g], g))
+    def forward_flops(self, n: int) -> int:
+        return forward_flops(self.spec, n)
 
     def apply(self, gamma: float) -> Change:
         """The grown network at amplitude ``gamma``: a new module; ``net`` is left as it was."""

@@ -95,11 +95,15 @@ class Moments:
         (reduced-rank ridge regression, Mukherjee and Zhu 2011); ``ridge = 0`` is the paper's.
         Not in TINY: ours.
         """
-        if self.ridge == 0:
-            return self.tensor_s2
-        d2 = len(self.tensor_s2)
-        shift = self.ridge * torch.trace(self.tensor_s2) / d2
-        return self.tensor_s2 + shift * torch.eye(d2, dtype=self.tensor_s2.dtype)
+        return ridge_shrunk(self.tensor_s2, self.ridge)
+
+
+def ridge_shrunk(matrix: Tensor, ridge: float) -> Tensor:
+    """``A + ridge * (tr A / d) I``, on ``A``'s device (see :meth:`Moments.fitting_s2`)."""
+    if ridge == 0:
+        return matrix
+    shift = ridge * torch.trace(matrix) / len(matrix)
+    return matrix + shift * torch.eye(len(matrix), dtype=matrix.dtype, device=matrix.device)
 
 
 class SiteStatistics:

@@ -45,14 +45,8 @@ from ..events import Change, GrowthEvent, LossFn
 from ..flops import forward_flops, parameter_count
 from ..nets import Net
 from ..spec import ArchitectureSpec
-from ._proposal import (
-    LINE_SEARCH_GAMMAS,
-    LINE_SEARCH_MAX_GAMMA,
-    LineSearch,
-    NeuronProposal,
-    NewNeurons,
-    widened_spec,
-)
+from ._line_search import LINE_SEARCH_GAMMAS, LINE_SEARCH_MAX_GAMMA, LineSearch
+from ._proposal import NeuronProposal, NewNeurons, widened_spec
 from ._selection import (
     GROMO_SINGULAR_VALUE_THRESHOLD,
     HELD_OUT_Z,
