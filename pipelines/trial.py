@@ -38,11 +38,16 @@ def load_data(cfg: DataConfig) -> Dataset:
     if cfg.dataset != "parquet":
         return datasets.load(cfg.dataset, seed=cfg.seed)
     path = Path(cfg.path or "")
+    shape = tuple(cfg.shape) if cfg.shape is not None else None
     if path.is_dir():
         return datasets.load_parquet(
-            path / "train.parquet", path / "test.parquet", scale=cfg.scale, seed=cfg.seed
+            path / "train.parquet",
+            path / "test.parquet",
+            scale=cfg.scale,
+            seed=cfg.seed,
+            shape=shape,
         )
-    return datasets.load_parquet(path, scale=cfg.scale, seed=cfg.seed)
+    return datasets.load_parquet(path, scale=cfg.scale, seed=cfg.seed, shape=shape)
 
 
 def with_validation(data: Dataset, fraction: float = VALIDATION_FRACTION, seed: int = 0) -> Dataset:
@@ -59,6 +64,7 @@ def with_validation(data: Dataset, fraction: float = VALIDATION_FRACTION, seed: 
         data.x_train[val],
         data.y_train[val],
         data.num_classes,
+        shape=data.shape,
     )
 
 

@@ -42,3 +42,20 @@ def test_the_modules_ray_workers_import_first_import_alone():
             [sys.executable, "-c", f"import pipelines.{name}"], capture_output=True, text=True
         )
         assert done.returncode == 0, f"pipelines.{name}: {done.stderr[-500:]}"
+
+
+def test_resume_takes_the_runs_own_config(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["run", "--resume", "0123abcd", "--set", "search.trials=2"])
+    out = capsys.readouterr().out.strip()
+    assert exit_.value.code == 2 and "--resume" in out and "--set" in out
+
+
+def test_resuming_a_run_the_store_does_not_have_is_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["run", "--resume", "0123abcd"])
+    out = capsys.readouterr().out.strip()
+    assert exit_.value.code == 1 and len(out.splitlines()) == 1
+    assert "no run '0123abcd'" in out and not (tmp_path / "runs").exists()
