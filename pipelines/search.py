@@ -18,6 +18,7 @@ a plot; its system metrics travel with its reports too.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pickle
@@ -556,10 +557,8 @@ def _drop_checkpoints(grid) -> None:
     (an MNIST trial's are about 3 MB an epoch)."""
     for result in grid:
         for checkpoint, _ in result.best_checkpoints or []:
-            try:
+            with contextlib.suppress(OSError):  # gone, or the storage refuses: space lost
                 checkpoint.filesystem.delete_dir(checkpoint.path)
-            except OSError:  # gone already, or the storage refuses: only space is lost
-                pass
 
 
 def _scheduler(s) -> ASHAScheduler:

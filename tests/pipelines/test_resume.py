@@ -100,7 +100,9 @@ def _interrupted(cfg, stages, ready):
 
 
 def test_search_stopped_then_resumed_matches_an_uninterrupted_one(local_ray, store):
-    whole = run_pipeline(validate({"name": "whole", **SEARCH}), ("search",), console=Console(quiet=True))
+    whole = run_pipeline(
+        validate({"name": "whole", **SEARCH}), ("search",), console=Console(quiet=True)
+    )
 
     def two_trials_in():  # the second trial has reported: one done, one mid-way
         runs = _runs(store, "stopped", "trial")
@@ -139,7 +141,9 @@ def test_search_stopped_then_resumed_matches_an_uninterrupted_one(local_ray, sto
 
 
 def test_final_stopped_then_resumed_matches_an_uninterrupted_one(local_ray, store):
-    whole = run_pipeline(validate({"name": "whole-final", **FINAL}), ("final",), console=Console(quiet=True))
+    whole = run_pipeline(
+        validate({"name": "whole-final", **FINAL}), ("final",), console=Console(quiet=True)
+    )
 
     def checkpointed():  # the fit saved a checkpoint past its first epoch
         found = list(Path.cwd().glob("runs/stopped-final/*/ray/final/checkpoint_*"))
