@@ -94,7 +94,9 @@ def _interrupted(cfg, stages, ready):
     with pytest.raises(KeyboardInterrupt):
         run_pipeline(cfg, stages, console=Console(quiet=True))
     assert sent.is_set()
-    (parent,) = [r for r in _runs(MlflowClient(), cfg.name, "pipeline")]
+    # the store by its URI: MlflowClient() alone takes MLflow's global URI, which an earlier
+    # test's model logging may have set to its own store
+    (parent,) = _runs(MlflowClient(os.environ["MLFLOW_TRACKING_URI"]), cfg.name, "pipeline")
     assert parent.info.status == "KILLED"
     return parent.info.run_id
 
