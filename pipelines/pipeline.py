@@ -96,6 +96,17 @@ class Interrupted(KeyboardInterrupt):
     """The pipeline was stopped by a signal (SIGTERM) or Ctrl+C."""
 
 
+def _interrupt(signum, frame):
+    raise Interrupted(f"stopped by signal {signal.Signals(signum).name}")
+
+
+def _rearm_sigterm() -> None:
+    """SIGTERM to :func:`_interrupt` again: ``ray.init`` installs Ray's own handler, which
+    aborts the process (exit 134) and leaves every run RUNNING."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _interrupt)
+
+
 @contextmanager
 def _terminate_as_interrupt():
     """SIGTERM raises :class:`Interrupted` in the driver, as Ctrl+C raises KeyboardInterrupt,
@@ -105,10 +116,7 @@ def _terminate_as_interrupt():
         yield
         return
 
-    def interrupt(signum, frame):
-        raise Interrupted(f"stopped by signal {signal.Signals(signum).name}")
-
-    before = signal.signal(signal.SIGTERM, interrupt)
+    before = signal.signal(signal.SIGTERM, _interrupt)
     try:
         yield
     finally:
@@ -127,6 +135,7 @@ def _run_pipeline(
     data = trials.load_data(cfg.data)  # in the driver, before any run: a data error stops here
     inputs = dataset_inputs(cfg.data, data)
     init_ray()
+    _rearm_sigterm()
     if prior is None:
         experiment_id = ensure_experiment(cfg.name)
         parent, state, lock = _start(cfg, stages, data, inputs, experiment_id)
