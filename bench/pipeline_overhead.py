@@ -36,7 +36,7 @@ import ray
 from growth_core.init import Initializer
 from pipelines import trial as trials
 from pipelines.config import load_config
-from pipelines.pipeline import JOB_ENV
+from pipelines.pipeline import job_runtime_env, keep_ray_on_loopback
 from pipelines.screening import run_screen
 from pipelines.search import run_search
 from pipelines.tracking import ensure_experiment
@@ -76,13 +76,14 @@ def trial_config(quick: bool, data_dir: Path | None):
 
 def start_ray(cpus: int) -> None:
     ray.shutdown()
+    keep_ray_on_loopback()
     ray.init(
         num_cpus=cpus,
         include_dashboard=False,
         object_store_memory=300 * 1024**2,
         log_to_driver=False,
         configure_logging=False,
-        runtime_env={"env_vars": dict(JOB_ENV)},
+        runtime_env=job_runtime_env(),
     )
 
 

@@ -8,6 +8,11 @@
 set -euo pipefail
 
 RAY=${RAY:-.venv/bin/ray}
+PYTHON=${PYTHON:-$(dirname "$RAY")/python}
+# Everything on 127.0.0.1: Ray's single-host mode for every ray call and process of this cluster
+# (without it Ray resolves 127.0.0.1 to the machine's outward address and listens there); the
+# worker node joins through infra/ray_local_node.py, as `ray start` refuses to in that mode.
+export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0
 PORT=${RAY_PORT:-6380}
 DASHBOARD_PORT=${RAY_DASHBOARD_PORT:-8265}
 # Each node's dashboard agent (the head's runs the Jobs API) listens on a port of its own: Ray's
@@ -56,14 +61,14 @@ case "${1:-}" in
   up)
     mkdir -p "$TEMP_DIR"
     new_token
-    "$RAY" start --head --node-ip-address=127.0.0.1 --port="$PORT" \
+    "$RAY" start --head --port="$PORT" \
       --dashboard-host=127.0.0.1 --dashboard-port="$DASHBOARD_PORT" \
       --dashboard-agent-listen-port="$AGENT_PORT" \
       --object-store-memory="$OBJECT_STORE" --num-cpus="$CPUS_PER_NODE" \
       --temp-dir="$TEMP_DIR" --disable-usage-stats >"$TEMP_DIR/head.log" 2>&1
     # its own temp dir: two nodes of one host sharing one would unpack a job's working_dir
     # into the same folder, and one node's cleanup pulls it from under the other's driver
-    "$RAY" start --address="127.0.0.1:$PORT" --node-ip-address=127.0.0.1 \
+    "$PYTHON" "$(dirname "$0")/ray_local_node.py" start --address="127.0.0.1:$PORT" \
       --dashboard-agent-listen-port="$WORKER_AGENT_PORT" \
       --object-store-memory="$OBJECT_STORE" --num-cpus="$CPUS_PER_NODE" \
       --temp-dir="$TEMP_DIR-w" --disable-usage-stats >"$TEMP_DIR/worker.log" 2>&1

@@ -11,12 +11,52 @@ optimizer state, identically on every rank.
 
 from __future__ import annotations
 
+import importlib
+import socket
+
 import torch
 import torch.distributed as dist
 
 from growth_core.events import NO_DECISION, Change, Decision, Growth, GrowthPolicy, TrainingState
 from growth_core.nets import build
 from growth_core.spec import ArchitectureSpec
+
+
+def bind_store_to_master_address() -> None:
+    """Ray's worker setup hook (every worker of a pipeline's Ray job runs it at start): rank 0's
+    rendezvous store listens on the master address Ray Train gives it, not on every interface.
+
+    torch's ``TCPStore`` server binds ``::`` whatever the host it is given; handed a socket
+    already bound to the master address (``master_listen_fd``, libuv backend) it listens there
+    only: 127.0.0.1 on a local Ray, the node's address on a cluster. Other ranks connect as
+    before. torch has no public setting for it, hence the wrap of its rendezvous's store factory.
+    """
+    rendezvous = importlib.import_module("torch.distributed.rendezvous")  # not the function
+    create = rendezvous._create_c10d_store
+    if getattr(create, "binds_master_address", False):
+        return
+
+    def create_store(hostname, port, rank, world_size, timeout, use_libuv=True):
+        if rank != 0 or rendezvous._torchelastic_use_agent_store():
+            return create(hostname, port, rank, world_size, timeout, use_libuv)
+        listener = socket.create_server((hostname, port), family=_family(hostname), backlog=128)
+        return dist.TCPStore(
+            host_name=hostname,
+            port=port,
+            world_size=world_size,
+            is_master=True,
+            timeout=timeout,
+            multi_tenant=True,
+            master_listen_fd=listener.detach(),  # the store owns the socket from here on
+            use_libuv=True,
+        )
+
+    create_store.binds_master_address = True
+    rendezvous._create_c10d_store = create_store
+
+
+def _family(host: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
 
 
 class RankZeroDecides(GrowthPolicy):

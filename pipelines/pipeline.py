@@ -7,6 +7,7 @@ existing cluster and ``MLFLOW_TRACKING_URI`` logs to a server. The code does not
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import signal
 import threading
@@ -14,6 +15,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -37,17 +39,55 @@ JOB_ENV = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.25"}
 RUNS_DIR = Path("runs")
 
 
+def keep_ray_on_loopback() -> None:
+    """Make a Ray started on this machine listen on 127.0.0.1 only.
+
+    Ray resolves "127.0.0.1" to the address other machines see and binds its servers (GCS,
+    raylet, agents, workers) there or on every interface; ``--node-ip-address=127.0.0.1`` and
+    ``_node_ip_address`` do not stop it. Its single-host mode (``ENABLE_RAY_CLUSTER`` off,
+    Ray's default on macOS and Windows) keeps every address on loopback: the environment
+    variable reaches the processes Ray starts, the constant this one, which read it at import.
+    """
+    from ray._private import ray_constants
+
+    os.environ[ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
+
+
+def job_runtime_env() -> dict:
+    """The runtime environment of the pipeline's Ray job (and of this process, whose Ray Train
+    controller runs in the driver): :data:`JOB_ENV`, and rank 0's rendezvous store bound to the
+    master address (:func:`~pipelines.distributed.bind_store_to_master_address`)."""
+    for key, value in JOB_ENV.items():
+        os.environ.setdefault(key, value)
+    return {
+        "env_vars": {k: os.environ[k] for k in JOB_ENV},
+        "worker_process_setup_hook": "pipelines.distributed.bind_store_to_master_address",
+    }
+
+
+def _is_loopback(address: str) -> bool:
+    host = urlsplit(address if "://" in address else f"//{address}").hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name, or "auto"
+        return False
+
+
 def init_ray() -> None:
     import ray
 
     if ray.is_initialized():
         return
-    for key, value in JOB_ENV.items():
-        os.environ.setdefault(key, value)  # the Train controller runs in this job's driver
-    runtime_env = {"env_vars": {k: os.environ[k] for k in JOB_ENV}}
-    if os.environ.get("RAY_ADDRESS"):
+    runtime_env = job_runtime_env()
+    if address := os.environ.get("RAY_ADDRESS"):
+        if _is_loopback(address):  # a cluster of this machine (make cluster-up, or a Ray job's)
+            keep_ray_on_loopback()
         ray.init(runtime_env=runtime_env, log_to_driver=False)
     else:
+        keep_ray_on_loopback()
         ray.init(
             runtime_env=runtime_env,
             include_dashboard=False,

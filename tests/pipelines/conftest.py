@@ -9,12 +9,11 @@ import pytest
 def local_ray():
     """One in-process Ray for the pipeline tests (2 CPUs, a small object store)."""
     ray = pytest.importorskip("ray")
-    from pipelines.pipeline import JOB_ENV
+    from pipelines.pipeline import job_runtime_env, keep_ray_on_loopback
 
-    for key, value in JOB_ENV.items():
-        os.environ.setdefault(key, value)
+    keep_ray_on_loopback()
     ray.init(
-        runtime_env={"env_vars": dict(JOB_ENV)},
+        runtime_env=job_runtime_env(),
         num_cpus=2,
         include_dashboard=False,
         object_store_memory=300 * 1024**2,

@@ -1,5 +1,6 @@
 """Servers the tests start: on 127.0.0.1, a free port, in their own session, stopped by PID."""
 
+import ipaddress
 import os
 import signal
 import socket
@@ -9,7 +10,36 @@ import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 
+import psutil
 import pytest
+
+
+def is_loopback(ip: str) -> bool:
+    """127.0.0.0/8, ::1, or 127.x mapped into IPv6 (``::ffff:127.0.0.1``, as gRPC binds)."""
+    address = ipaddress.ip_address(ip)
+    mapped = getattr(address, "ipv4_mapped", None)
+    return address.is_loopback or bool(mapped and mapped.is_loopback)
+
+
+def listening_sockets(pids) -> list[tuple[str, str, int]]:
+    """(process name, address, port) of every listening TCP socket of these processes and of
+    everything they started."""
+    tree = set()
+    for pid in pids:
+        try:
+            parent = psutil.Process(pid)
+            tree |= {pid} | {c.pid for c in parent.children(recursive=True)}
+        except psutil.NoSuchProcess:
+            continue
+    found = []
+    for c in psutil.net_connections(kind="tcp"):
+        if c.status == psutil.CONN_LISTEN and c.pid in tree:
+            try:
+                name = psutil.Process(c.pid).name()
+            except psutil.NoSuchProcess:
+                continue
+            found.append((name, c.laddr.ip, c.laddr.port))
+    return found
 
 
 def free_port() -> int:

@@ -1,11 +1,12 @@
-"""The pipeline as a Ray job on a real 2-node Ray cluster on 127.0.0.1, its runs then found in
-MLflow, and exactly that cluster stopped afterwards."""
+"""The pipeline as a Ray job on a real 2-node Ray cluster on 127.0.0.1 (`make cluster-up`),
+every server of it listening on loopback only, its runs then found in MLflow, and exactly that
+cluster stopped afterwards."""
 
 import json
 import os
-import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
+from servers import free_port, is_loopback, listening_sockets
 
 pytestmark = pytest.mark.slow
 
@@ -41,12 +43,6 @@ workers = 1
 epochs = 1
 use_gpu = false
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def alive(pid: int) -> bool:
@@ -91,6 +87,16 @@ def test_pipeline_job_on_a_two_node_cluster(tmp_path):
         with pytest.raises(urllib.error.HTTPError) as refused:
             urllib.request.urlopen(f"http://127.0.0.1:{dashboard}/api/jobs/", timeout=30)
         assert refused.value.code in (401, 403)
+        seen: set = set()
+        sampling = threading.Event()
+
+        def sample():  # the cluster's listening sockets, until the job has finished
+            while not sampling.is_set():
+                seen.update(listening_sockets(recorded))
+                time.sleep(0.5)
+
+        sampler = threading.Thread(target=sample)
+        sampler.start()
         runtime_env = {
             "excludes": [".venv", "runs", "mlartifacts", "mlflow.db*", ".git", "bench/results"],
             "env_vars": {
@@ -109,11 +115,18 @@ def test_pipeline_job_on_a_two_node_cluster(tmp_path):
             if "No available agent" not in job.stderr + job.stdout:
                 break
             time.sleep(5)
+        sampling.set()
+        sampler.join()
         assert job.returncode == 0, job.stdout[-3000:] + job.stderr[-3000:]
         assert "succeeded" in job.stdout
     finally:
         subprocess.run([SCRIPT, "down"], env=env, timeout=120, cwd=ROOT)
     assert recorded
+    # both nodes' servers and the job's workers were seen, none listening beyond this machine
+    names = {name for name, _, _ in seen}
+    assert {"gcs_server", "raylet", "ray::RayTrainWorker"} <= names, names
+    outside = sorted(s for s in seen if not is_loopback(s[1]))
+    assert outside == [], outside
     for _ in range(100):  # a SIGKILLed process may take a moment to be reaped
         survivors = [p for p in recorded if alive(p)]
         if not survivors:

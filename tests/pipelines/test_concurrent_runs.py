@@ -1,12 +1,15 @@
 """Two `make run`s started together in one folder: both finish, each with its own folder,
-runs and registered version, on one SQLite store (write-ahead logging)."""
+runs and registered version, on one SQLite store (write-ahead logging); and everything they
+start (Ray's GCS, raylet, agents and workers) listens on 127.0.0.1 only."""
 
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 from mlflow.tracking import MlflowClient
+from servers import is_loopback, listening_sockets
 
 pytestmark = pytest.mark.slow
 
@@ -36,18 +39,28 @@ def test_two_pipelines_started_together_in_one_folder_both_finish(tmp_path):
     (tmp_path / "tiny.toml").write_text(TINY)
     env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "RAY_ADDRESS")}
     command = [sys.executable, "-m", "pipelines", "run", "--config", "tiny.toml"]
+    logs = [tmp_path / f"run{i}.log" for i in range(2)]
+    outs = [log.open("w") for log in logs]  # files: nobody reads a pipe while sockets are sampled
     procs = [
         subprocess.Popen(
             command,
             cwd=tmp_path,
             env=env,
-            stdout=subprocess.PIPE,
+            stdout=out,
             stderr=subprocess.STDOUT,
             text=True,
         )  # fmt: skip
-        for _ in range(2)
+        for out in outs
     ]
-    outputs = [p.communicate(timeout=600)[0] for p in procs]
+    seen = set()
+    deadline = time.monotonic() + 600
+    while any(p.poll() is None for p in procs) and time.monotonic() < deadline:
+        seen |= set(listening_sockets([p.pid for p in procs]))
+        time.sleep(0.5)
+    for p, out in zip(procs, outs, strict=True):
+        p.wait(timeout=60)
+        out.close()
+    outputs = [log.read_text() for log in logs]
     for p, out in zip(procs, outputs, strict=True):
         assert p.returncode == 0, out[-3000:]
     folders = sorted((tmp_path / "runs" / "together").iterdir())
@@ -59,3 +72,7 @@ def test_two_pipelines_started_together_in_one_folder_both_finish(tmp_path):
     assert all(r.info.status != "RUNNING" for r in runs)
     versions = c.search_model_versions("name = 'together'")
     assert sorted(int(v.version) for v in versions) == [1, 2]
+    # Ray's servers were seen, and none listened beyond this machine
+    assert {name for name, _, _ in seen} >= {"gcs_server", "raylet"}, seen
+    outside = sorted(s for s in seen if not is_loopback(s[1]))
+    assert outside == [], outside
