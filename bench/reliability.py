@@ -8,9 +8,11 @@ Each fault is a real one, on this machine's Ray and MLflow:
   events, architecture and FLOPs and weights within 1e-6; ``metric_steps_lost``: steps the
   uninterrupted run logged to MLflow that the faulted one did not; ``metric_steps_twice``: steps
   it logged twice.
-- ``SIGTERM mid-search``: the pipeline stopped by SIGTERM while its trials run. Survived when
-  it stops (no final stage on a partial search) and leaves no MLflow run RUNNING (all KILLED or
-  FINISHED) and no trial holding a CPU.
+- ``SIGTERM mid-search, then --resume``: the pipeline (search and final) stopped by SIGTERM
+  while its trials run, then resumed as ``growth run --resume RUN_ID`` does. Survived when it
+  stops (no final stage on a partial search) leaving no MLflow run RUNNING (all KILLED or
+  FINISHED) and no trial holding a CPU, and the resumed pipeline finishes its 4 trials and the
+  final stage in the same parent run, nothing RUNNING.
 - ``a diverging search``: every trial's loss turns infinite. Survived when each trial is FAILED
   in MLflow with its error and the pipeline ends with its one-line error, nothing RUNNING.
 - ``MLflow server down mid-run``: a run logging to a real ``mlflow server`` on 127.0.0.1 that
@@ -22,11 +24,11 @@ Each fault is a real one, on this machine's Ray and MLflow:
 Parquet tables (2,000, derandomized), run here; an uncaught exception fails a case.
 ``load_*``: a 50-trial search on digits, 2 trials at a time: its trial runs that ended (none
 may be left RUNNING) and the driver's peak resident memory.
-``non_loopback_sockets``: listening sockets of the pipeline's in-process Ray (``make run``'s)
-on an address other than 127.0.0.1 / ::1, counted with psutil.
-
-Not injected yet (issue 14): a killed driver resumed (``--resume`` is not built), two runs at
-once.
+``non_loopback_sockets``: listening TCP sockets of this process and everything it started (its
+in-process Ray, as ``make run`` starts it: GCS, raylet, agents, trial and Train workers),
+sampled every 0.5 s through the whole bench, on an address other than loopback (127.0.0.0/8,
+::1, or 127.x mapped into IPv6); ``make cluster-up``'s cluster is checked the same way by
+tests/pipelines/test_cluster_job.py, two ``make run`` at once by test_concurrent_runs.py.
 """
 
 from __future__ import annotations
@@ -45,6 +47,9 @@ from pathlib import Path
 
 import _common
 import psutil
+
+sys.path.insert(0, str(_common.ROOT / "tests" / "pipelines"))
+import servers  # noqa: E402  (the tests' socket listing: one definition of "loopback")
 import torch
 from mlflow.tracking import MlflowClient
 from rich.console import Console
@@ -52,13 +57,12 @@ from rich.console import Console
 from pipelines import trial as trials
 from pipelines.config import PipelineError, validate
 from pipelines.final import run_final
-from pipelines.pipeline import init_ray, run_pipeline
+from pipelines.pipeline import init_ray, resume_pipeline, run_pipeline
 from pipelines.tracking import RunLogger, ensure_experiment, load_model_dir
 
 NAME = "reliability"
 #: The load test's trials (``--quick``: 10).
 LOAD_TRIALS = 50
-LOOPBACK = ("127.0.0.1", "::1")
 
 
 def worker_killed_after_growth(tmp: Path) -> dict:
@@ -123,7 +127,8 @@ def sigterm_mid_search() -> dict:
             "name": "reliability-sigterm",
             "data": {"dataset": "digits"},
             "model": {"widths": [8]},
-            "search": {"trials": 4, "epochs": 200, "insertion": ["none"]},
+            "search": {"trials": 4, "epochs": 30, "insertion": ["none"]},
+            "final": {"workers": 1, "epochs": 2, "use_gpu": False},
         }
     )
     c = MlflowClient()
@@ -142,7 +147,8 @@ def sigterm_mid_search() -> dict:
         run_pipeline(cfg, ("search", "final"), console=Console(quiet=True))
     except KeyboardInterrupt:
         stopped = True
-    runs = c.search_runs([c.get_experiment_by_name(cfg.name).experiment_id])
+    experiment = c.get_experiment_by_name(cfg.name).experiment_id
+    runs = c.search_runs([experiment])
     statuses = [r.info.status for r in runs]
     for _ in range(60):
         if ray.available_resources().get("CPU", 0) >= ray.cluster_resources().get("CPU", 0):
@@ -150,12 +156,25 @@ def sigterm_mid_search() -> dict:
         time.sleep(0.5)
     freed = ray.available_resources().get("CPU", 0) >= ray.cluster_resources().get("CPU", 0)
     final = [r for r in runs if r.data.tags.get("stage") == "final"]
+    (parent,) = [r for r in runs if r.data.tags.get("stage") == "pipeline"]
+    # then resumed, as `growth run --resume RUN_ID` does: the search goes on, the final runs
+    resumed = resume_pipeline(parent.info.run_id, console=Console(quiet=True))
+    after = c.search_runs([experiment])
+    stages = {r.data.tags.get("stage"): r.info.status for r in after if r.data.tags.get("stage")}
+    trial_runs = [r for r in after if r.data.tags.get("stage") == "trial"]
+    finished = (
+        resumed["search"]["trials"] == 4
+        and stages.get("pipeline") == stages.get("search") == stages.get("final") == "FINISHED"
+        and all(r.info.status != "RUNNING" for r in after)
+    )
     return {
-        "fault": "SIGTERM mid-search",
+        "fault": "SIGTERM mid-search, then --resume",
         "injected": True,
-        "survived": stopped and "RUNNING" not in statuses and not final and freed,
+        "survived": stopped and "RUNNING" not in statuses and not final and freed and finished,
         "runs_left_running": statuses.count("RUNNING"),
         "statuses": sorted(set(statuses)),
+        "resumed_trial_runs": len(trial_runs),
+        "resumed_statuses": dict(sorted(stages.items())),
     }
 
 
@@ -319,20 +338,36 @@ def fuzz() -> dict:
             "fuzz_output": done.stdout.strip().splitlines()[-1]}  # fmt: skip
 
 
-def listening_sockets() -> dict:
-    """Listening sockets of this process's Ray (started by init_ray, as make run starts it)."""
-    me = psutil.Process()
-    ours = {me.pid} | {p.pid for p in me.children(recursive=True)}
-    listen = [
-        c for c in psutil.net_connections(kind="inet")
-        if c.status == psutil.CONN_LISTEN and c.pid in ours
-    ]  # fmt: skip
-    outside = [c for c in listen if c.laddr.ip not in LOOPBACK]
-    return {
-        "listening_sockets": len(listen),
-        "non_loopback_sockets": len(outside),
-        "non_loopback": sorted({f"{psutil.Process(c.pid).name()} {c.laddr.ip}" for c in outside}),
-    }
+class SocketWatch:
+    """Samples the listening sockets of this process and everything it started (its Ray: GCS,
+    raylet, agents, trial and Train workers) every 0.5 s while the bench runs."""
+
+    def __init__(self) -> None:
+        self.seen: set = set()
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while not self._done.is_set():
+            self.seen.update(servers.listening_sockets([os.getpid()]))
+            time.sleep(0.5)
+
+    def __enter__(self) -> SocketWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._done.set()
+        self._thread.join()
+
+    def report(self) -> dict:
+        outside = sorted(s for s in self.seen if not servers.is_loopback(s[1]))
+        return {
+            "listening_sockets": len(self.seen),
+            "processes": sorted({name for name, _, _ in self.seen}),
+            "non_loopback_sockets": len(outside),
+            "non_loopback": [f"{name} {ip}:{port}" for name, ip, port in outside],
+        }
 
 
 def main() -> None:
@@ -341,8 +376,7 @@ def main() -> None:
     _common.setup()
     started = time.perf_counter()
     init_ray()  # here, with a stable working directory; make run's Ray
-    sockets = listening_sockets()
-    with tempfile.TemporaryDirectory(prefix="gp-reliability-") as tmp:
+    with SocketWatch() as watch, tempfile.TemporaryDirectory(prefix="gp-reliability-") as tmp:
         tmp = Path(tmp)
         before = Path.cwd()
         os.chdir(tmp)
@@ -354,6 +388,7 @@ def main() -> None:
         finally:
             os.chdir(before)
     checks = fuzz()
+    sockets = watch.report()
     summary = {
         "faults_injected": sum(f["injected"] for f in faults),
         "faults_survived": sum(f["injected"] and f["survived"] for f in faults),

@@ -18,8 +18,8 @@ import torch
 import torch.distributed as dist
 
 from growth_core.events import NO_DECISION, Change, Decision, Growth, GrowthPolicy, TrainingState
+from growth_core.families import spec_from_json
 from growth_core.nets import build
-from growth_core.spec import ArchitectureSpec
 
 
 def bind_store_to_master_address() -> None:
@@ -99,7 +99,7 @@ class RankZeroDecides(GrowthPolicy):
         if rank == 0:
             return decision
         msg = payload[0]
-        net = build(ArchitectureSpec.from_json(msg["spec"]))
+        net = build(spec_from_json(msg["spec"]))
         net.load_state_dict(msg["state"])
         return Decision(Growth(Change(net.to(self.device), msg["param_map"]), msg["event"]))
 

@@ -26,10 +26,10 @@ class GrownNetwork(PythonModel):
     """Class probabilities of the network in the model's artifacts."""
 
     def load_context(self, context) -> None:
+        from growth_core.families import spec_from_json
         from growth_core.nets import build
-        from growth_core.spec import ArchitectureSpec
 
-        spec = ArchitectureSpec.from_json(Path(context.artifacts[SPEC_ARTIFACT]).read_text())
+        spec = spec_from_json(Path(context.artifacts[SPEC_ARTIFACT]).read_text())
         net = build(spec)
         state = torch.load(context.artifacts[WEIGHTS_ARTIFACT], weights_only=True)
         net.load_state_dict(state)

@@ -34,9 +34,10 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from growth_core.events import GrowthEvent
+from growth_core.families import spec_from_json
 from growth_core.flops import parameter_count
 from growth_core.nets import Net, build
-from growth_core.spec import ArchitectureSpec, SpecError
+from growth_core.spec import SpecError
 
 from .mlflow_buffer import FLUSH_SECONDS, CallBuffer, call_with_retry
 
@@ -418,7 +419,7 @@ def load_model_dir(directory: str | Path) -> Net:
     directory = Path(directory)
     if (directory / "MLmodel").exists():
         directory = directory / "artifacts"
-    spec = ArchitectureSpec.from_json((directory / SPEC_FILE).read_text())
+    spec = spec_from_json((directory / SPEC_FILE).read_text())
     params = parameter_count(spec)
     if params > MAX_LOADED_PARAMS:  # checked before a single weight is allocated
         raise SpecError(

@@ -67,3 +67,34 @@ def test_runs_logging_the_same_datasets_at_once_all_get_them(tmp_path, monkeypat
     c = client(uri)
     for logger in loggers:
         assert len(c.get_run(logger.run_id).inputs.dataset_inputs) == 3
+
+
+def test_a_conv_net_comes_back_from_its_folder_and_as_mlflow_pyfunc(tmp_path):
+    from types import SimpleNamespace
+
+    import torch
+
+    from growth_core.conv_spec import ConvSpec
+    from growth_core.nets import build
+    from pipelines.mlflow_model import GrownNetwork
+    from pipelines.tracking import load_model_dir, save_model
+
+    torch.manual_seed(0)
+    net = build(ConvSpec((1, 8, 8), 10, ((4, 4), (6,)), "pool", batch_norm=True)).eval()
+    save_model(net, tmp_path)
+    back = load_model_dir(tmp_path).eval()
+    assert back.spec == net.spec
+    x = torch.randn(5, 64)
+    torch.testing.assert_close(back(x), net(x), rtol=0, atol=0)
+
+    shift, scale = torch.zeros(64), torch.ones(64)
+    torch.save((shift, scale), tmp_path / "preprocess.pt")
+    artifacts = {
+        "spec": str(tmp_path / "spec.json"),
+        "weights": str(tmp_path / "state_dict.pt"),
+        "preprocess": str(tmp_path / "preprocess.pt"),
+    }
+    model = GrownNetwork()
+    model.load_context(SimpleNamespace(artifacts=artifacts))
+    probs = model.predict(None, x.numpy())
+    torch.testing.assert_close(torch.from_numpy(probs), torch.softmax(net(x), dim=1))
