@@ -194,6 +194,17 @@ class ConvSpec:
     def with_stages(self, stages: tuple[tuple[int, ...], ...] | list[list[int]]) -> ConvSpec:
         return replace(self, stages=stages)
 
+    def with_widths(self, widths: tuple[int, ...] | list[int]) -> ConvSpec:
+        """The same stages with every convolution's channels replaced, in :attr:`widths` order."""
+        widths = list(widths)
+        if len(widths) != self.depth:
+            raise SpecError(f"widths: expected {self.depth} channel counts, got {len(widths)}")
+        stages, start = [], 0
+        for stage in self.stages:
+            stages.append(tuple(widths[start : start + len(stage)]))
+            start += len(stage)
+        return self.with_stages(tuple(stages))
+
     # -- serialization -----------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         return {

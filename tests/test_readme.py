@@ -24,5 +24,8 @@ def test_the_readme_example_grows_a_network_as_it_says():
     result = namespace["result"]
     kinds = [e.kind for e in result.events]
     assert kinds == ["neurons", "layer", "layer"]  # what the README says it prints
-    assert out.getvalue().startswith("64-18-18-18-10 relu 0.9487")
-    assert result.final["test_accuracy"] > 0.9
+    line = out.getvalue().split()
+    assert line[:2] == ["64-18-18-18-10", "relu"], line
+    # the same architecture and events everywhere; the accuracy's later digits follow the CPU's
+    # float kernels (0.9487 and 0.9555 on two machines), as the README says
+    assert 0.94 <= result.final["test_accuracy"] <= 0.96

@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 from torch.utils.flop_counter import FlopCounterMode
 
+from ..conv_spec import ConvSpec
 from ..events import Change
 from ..nets import activation_fn
 from ._conv_site import ConvSite
@@ -176,6 +177,10 @@ class ChannelProposal(AmplitudeSearch):
         net = copy.deepcopy(self.net)
         for name, module in grown.items():
             net.set_submodule(name, module)
+        if isinstance(getattr(net, "spec", None), ConvSpec):  # a net of growth_core: its spec too
+            net.spec = net.spec.with_widths(
+                [layer.conv.out_channels for layer in net.conv_layers()]
+            )
         return Change(net, {name: name for name, _ in net.named_parameters()})
 
 

@@ -48,13 +48,7 @@ import torch
 from torch import Tensor
 
 from ._conv_statistics import ConvMoments
-from ._tiny import Directions, neuron_directions, neuron_gains
-
-
-def conv_optimal_update(moments: ConvMoments) -> tuple[Tensor, Tensor]:
-    """``dW* = (S^+ M)^T`` ``(o, d)`` and its first-order decrease ``tr(M dW*)`` (a scalar)."""
-    delta = (torch.linalg.pinv(moments.tensor_s, hermitian=True) @ moments.tensor_m).T
-    return delta, torch.trace(moments.tensor_m @ delta)
+from ._tiny import Directions, neuron_directions, neuron_gains, optimal_update
 
 
 def conv_projected_goal(moments: ConvMoments, delta: Tensor) -> Tensor:
@@ -87,7 +81,7 @@ class ChannelBottleneck:
 
 def channel_bottleneck(moments: ConvMoments, activation: str) -> ChannelBottleneck:
     """Solve TINY at a conv site (all ``min(d2, o * kk)`` candidates)."""
-    delta, decrease = conv_optimal_update(moments)
+    delta, decrease = optimal_update(moments)  # the linear formula: S and M are fan_out's
     tensor_n = conv_projected_goal(moments, delta)
     directions = neuron_directions(moments.fitting_s2(), tensor_n)
     gains = neuron_gains(directions.singular_values, activation)

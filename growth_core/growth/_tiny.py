@@ -46,7 +46,8 @@ ACTIVATION_SLOPE_AT_ZERO = {
 
 
 def optimal_update(moments: Moments) -> tuple[Tensor, Tensor]:
-    """``dW* = (S^+ M)^T`` ``(o, d)`` and its first-order decrease ``tr(M dW*)`` (a scalar)."""
+    """``dW* = (S^+ M)^T`` ``(o, d)`` and its first-order decrease ``tr(M dW*)`` (a scalar), of
+    a linear or a conv site's moments (:class:`~._conv_statistics.ConvMoments` alike)."""
     delta = (torch.linalg.pinv(moments.tensor_s, hermitian=True) @ moments.tensor_m).T
     return delta, torch.trace(moments.tensor_m @ delta)
 

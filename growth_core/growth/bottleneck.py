@@ -35,6 +35,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import torch.nn.functional as F
@@ -42,6 +43,7 @@ from torch import Tensor
 
 from .._checks import require_int, require_number
 from ..events import Change, GrowthEvent, LossFn
+from ..conv_spec import ConvSpec
 from ..flops import forward_flops, parameter_count
 from ..nets import Net
 from ..spec import ArchitectureSpec
@@ -211,7 +213,7 @@ def widen(
     max_neurons: int | None = None,
     min_relative_gain: float = MIN_RELATIVE_GAIN,
     caps: dict[int, int] | None = None,
-    fits: Callable[[ArchitectureSpec, int], bool] | None = None,
+    fits: Callable[[ArchitectureSpec | ConvSpec, int], bool] | None = None,
     line_search_batches: Iterable[tuple[Tensor, Tensor]] | None = None,
     gammas: Sequence[float] = LINE_SEARCH_GAMMAS,
     max_gamma: float = LINE_SEARCH_MAX_GAMMA,
@@ -233,6 +235,11 @@ def widen(
     ``batches``; ``loss_fn`` reduces as ``reduction`` says; ``ridge`` shrinks ``S2`` when the
     neurons are fitted (:meth:`Moments.fitting_s2`); ``input_covariance`` is the first site's
     ``S2`` computed once, at a cost of ``covariance_flops`` not yet counted by anyone.
+
+    A net built from a :class:`~growth_core.conv_spec.ConvSpec` grows channels the same way: its
+    sites are those of :func:`._conv_widen.conv_sites`, ``strategy`` is a
+    :class:`~._conv_strategies.ChannelStrategy`, ``selection`` GroMo's threshold (the default
+    there), and ``change.net.spec`` is the grown spec.
     """
     require_number("min_relative_gain", min_relative_gain, 0.0)
     require_int("max_neurons", max_neurons, 1, optional=True)
@@ -240,17 +247,18 @@ def widen(
     if open_sites == []:
         return _declined()
     batches = list(batches)
-    stats = bottleneck_statistics(
-        net,
-        batches,
-        sites=open_sites,
-        loss_fn=loss_fn,
-        reduction=reduction,
-        ridge=ridge,
-        input_covariance=input_covariance,
-    )
+    options = {"loss_fn": loss_fn, "reduction": reduction, "ridge": ridge}
+    if isinstance(net.spec, ConvSpec):
+        stats, plan, propose, grown_spec = _conv_scoring(
+            net, batches, strategy, open_sites, selection, max_neurons, input_covariance, options
+        )
+    else:
+        stats = bottleneck_statistics(
+            net, batches, sites=open_sites, input_covariance=input_covariance, **options
+        )
+        plan = bottlenecks(stats, selection, max_neurons=max_neurons)
+        propose, grown_spec = partial(strategy.propose, stats), partial(widened_spec, net.spec)
     stats.flops += covariance_flops
-    plan = bottlenecks(stats, selection, max_neurons=max_neurons)
     searched = [] if strategy.preserves_function else batches
     if searched and line_search_batches is not None:
         searched = list(line_search_batches)
@@ -262,7 +270,7 @@ def widen(
             k > 0
             and fits is not None
             and not fits(
-                grown := widened_spec(net.spec, s, k),
+                grown := grown_spec(s, k),
                 stats.flops + LINE_SEARCH_EVALUATIONS * forward_flops(grown, n_search),
             )
         ):
@@ -279,7 +287,7 @@ def widen(
     }  # fmt: skip
     if k == 0 or scores[site] < min_relative_gain:
         return _declined(stats.loss, **scored)
-    proposal = strategy.propose(stats, site, k)
+    proposal = propose(site, k)
     gamma, loss_after, search_flops = 1.0, stats.loss, 0
     if not proposal.preserves_function:
         search = proposal.line_search(
@@ -298,6 +306,32 @@ def widen(
         line_search_flops=search_flops,
         **scored,
     )
+
+
+def _conv_scoring(net, batches, strategy, open_sites, selection, max_neurons, covariance, options):
+    """:func:`widen`'s statistics and plan at a conv net's sites (:mod:`._conv_widen`)."""
+    from ._conv_strategies import ChannelStrategy
+    from ._conv_widen import ConvScoring, conv_selection, widened_conv_spec
+
+    if not isinstance(strategy, ChannelStrategy):
+        raise ValueError(
+            f"strategy: a conv net grows channels; expected a ChannelStrategy, got "
+            f"{type(strategy).__name__}"
+        )
+    if covariance is not None:
+        raise ValueError("input_covariance: a linear first site's; conv nets have none")
+    rule = conv_selection(selection)
+    scoring = ConvScoring(net, batches, open_sites, **options)
+    stats = scoring.stats
+    plan = {
+        site: SiteBottleneck(site, len(gains), gains, float(decrease), stats.loss)
+        for site, (gains, decrease) in scoring.plan(rule, max_neurons).items()
+    }
+
+    def propose(site: int, k: int):
+        return strategy.propose(stats, scoring.position(site), k)
+
+    return stats, plan, propose, partial(widened_conv_spec, net.spec)
 
 
 __all__ = [
