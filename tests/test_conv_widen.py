@@ -6,9 +6,9 @@ import torch
 
 from growth_core import data as datasets
 from growth_core.conv_spec import ConvSpec
+from growth_core.growth._conv_widen import conv_sites
 from growth_core.growth.bottleneck import HeldOutGain, SingularValueThreshold, TinyGrowth, widen
 from growth_core.growth.conv_width import ConvGradMaxGrowth, ConvTinyGrowth
-from growth_core.growth._conv_widen import conv_sites
 from growth_core.nets import build
 
 PLAIN = ConvSpec((1, 8, 8), 10, ((3, 3), (4, 4)), "pool", "tanh", batch_norm=True)

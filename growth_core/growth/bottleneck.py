@@ -42,8 +42,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .._checks import require_int, require_number
-from ..events import Change, GrowthEvent, LossFn
 from ..conv_spec import ConvSpec
+from ..events import Change, GrowthEvent, LossFn
 from ..flops import forward_flops, parameter_count
 from ..nets import Net
 from ..spec import ArchitectureSpec
