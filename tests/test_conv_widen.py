@@ -90,3 +90,49 @@ def test_a_conv_net_refuses_linear_strategies_and_the_held_out_rule():
     # GroMo's threshold decides how many: a huge one keeps no channel, so no growth
     none = widen(net, batches, ConvTinyGrowth(), selection=SingularValueThreshold(1e6))
     assert none.change is None
+
+
+def test_a_conv_net_grows_its_channels_while_it_trains():
+    from growth_core.growth import AtSteps, DepthWidthPolicy, PolicyError, WidthGrowth
+    from growth_core.growth.settings import Budget
+    from growth_core.train import TrainConfig, Trainer
+
+    data = datasets.load("digits")
+    spec = ConvSpec((1, 8, 8), 10, ((4, 4), (4,)), "stride", "relu", batch_norm=True)
+    torch.manual_seed(0)
+    width = WidthGrowth(
+        "tiny", selection="singular_value", max_neurons=4, statistics_samples=256,
+        min_relative_gain=1e-4,  # a conv gain per unit amplitude understates the step (see _conv_tiny)
+    )  # fmt: skip
+    policy = DepthWidthPolicy(AtSteps((20, 40)), width=width, budget=Budget(max_flops=10**12))
+    config = TrainConfig(epochs=4, batch_size=64, lr=1e-2, optimizer="adam")
+    result = Trainer(build(spec), data, config, policy=policy).fit()
+    kinds = [e.kind for e in result.events]
+    assert kinds and set(kinds) == {"neurons"}, kinds
+    grown = result.net.spec
+    assert isinstance(grown, ConvSpec) and sum(grown.widths) > sum(spec.widths)
+    assert grown.widths[2] == 4  # the last convolution feeds the head: not a site
+    assert result.events[-1].spec_after == grown
+    assert result.final["test_accuracy"] > 0.5
+    assert all(e.details["scoring_flops"] > 0 for e in result.events)
+
+    with pytest.raises(PolicyError, match="depth: layer insertion into conv nets"):
+        from growth_core.growth import DepthGrowth
+
+        DepthWidthPolicy(AtSteps((5,)), width=width, depth=DepthGrowth()).decide(
+            _state(build(spec), data)
+        )
+    held_out = DepthWidthPolicy(AtSteps((5,)), width=WidthGrowth("tiny"))
+    with pytest.raises(PolicyError, match="width.selection: a conv net's channels"):
+        held_out.decide(_state(build(spec), data))
+
+
+def _state(net, data):
+    from types import SimpleNamespace
+
+    import torch.nn.functional as F
+
+    return SimpleNamespace(
+        net=net, data=data, step=5, total_steps=10, batch_size=64, flops=0,
+        loss_fn=F.cross_entropy, history=[],
+    )  # fmt: skip

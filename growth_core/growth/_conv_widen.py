@@ -22,33 +22,22 @@ from typing import Any
 
 from torch import nn
 
-from ..conv_spec import ConvSpec
 from ._conv_site import ConvSite
 from ._conv_statistics import ConvWidthStatistics, conv_width_statistics
 from ._conv_tiny import channel_bottleneck
 from ._selection import NeuronSelection, SingularValueThreshold
+from ._sites import sites
 
 
 def conv_sites(net: nn.Module) -> dict[int, ConvSite]:
-    """Every site of ``net`` (built from a ``ConvSpec``) by the index of its ``fan_in`` layer."""
+    """Every site of ``net`` (built from a ``ConvSpec``; :func:`._sites.sites`) as a
+    :class:`ConvSite`, by the index of its ``fan_in`` layer."""
     spec, layers = net.spec, net.conv_layers()
-    if spec.residual:
-        return {
-            2 * b: ConvSite(block.conv1.conv, block.conv2.conv, spec.activation, block.conv1.bn)
-            for b, block in enumerate(net.blocks)
-        }
-    shapes = spec.layer_shapes()
+    norm = {i: layer.bn for i, layer in enumerate(layers)}
     return {
-        i: ConvSite(layers[i].conv, layers[i + 1].conv, spec.activation, layers[i].bn)
-        for i in range(len(layers) - 1)
-        if not shapes[i + 1].pool_before
+        i: ConvSite(layers[i].conv, layers[i + 1].conv, spec.activation, norm[i])
+        for i in sites(spec)
     }
-
-
-def widened_conv_spec(spec: ConvSpec, site: int, channels: int) -> ConvSpec:
-    widths = list(spec.widths)
-    widths[site] += channels
-    return spec.with_widths(widths)
 
 
 def conv_selection(selection: NeuronSelection | None) -> SingularValueThreshold:

@@ -15,9 +15,9 @@ from torch import Tensor
 from torch.func import functional_call
 
 from ..events import Change
+from ..families import Spec
 from ..flops import forward_flops
 from ..nets import Net, activation_fn, build
-from ..spec import ArchitectureSpec
 from ._line_search import AmplitudeSearch
 from ._sites import site_layers
 
@@ -34,7 +34,8 @@ class NewNeurons:
     """``(o, d)``: added to the fan-out layer's ``[W | b]``; ``None`` leaves it as it is."""
 
 
-def widened_spec(spec: ArchitectureSpec, site: int, neurons: int) -> ArchitectureSpec:
+def widened_spec(spec: Spec, site: int, neurons: int) -> Spec:
+    """``spec`` with ``neurons`` more in hidden layer (or channels in convolution) ``site``."""
     widths = list(spec.widths)
     widths[site] += neurons
     return spec.with_widths(widths)

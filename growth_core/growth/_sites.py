@@ -1,16 +1,25 @@
 """Where neurons can go: a *site* is a hidden layer that can receive new neurons, with the
-layer that gets new rows (fan-in) and the one that gets new columns (fan-out)."""
+layer that gets new rows (fan-in) and the one that gets new columns (fan-out). In a conv net
+a site is a convolution whose output channels can grow (:mod:`._conv_widen`)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+from ..conv_spec import ConvSpec
 from ..spec import ArchitectureSpec
 
 
-def sites(spec: ArchitectureSpec) -> list[int]:
+def sites(spec: ArchitectureSpec | ConvSpec) -> list[int]:
     """Hidden layers that can receive neurons: every hidden layer (feedforward) or every block's
-    hidden layer (residual)."""
+    hidden layer (residual). Conv nets: every convolution followed by one that reads its map
+    position by position, no pooling between (plain), or each basic block's ``conv1``
+    (residual: its inner channels); by index in ``spec.widths``."""
+    if isinstance(spec, ConvSpec):
+        if spec.residual:
+            return list(range(0, spec.depth, 2))
+        shapes = spec.layer_shapes()
+        return [i for i in range(spec.depth - 1) if not shapes[i + 1].pool_before]
     if spec.depth == 0:
         raise ValueError("widths: a network needs a hidden layer to grow in width")
     return list(range(spec.depth))

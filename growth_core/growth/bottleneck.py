@@ -249,7 +249,7 @@ def widen(
     batches = list(batches)
     options = {"loss_fn": loss_fn, "reduction": reduction, "ridge": ridge}
     if isinstance(net.spec, ConvSpec):
-        stats, plan, propose, grown_spec = _conv_scoring(
+        stats, plan, propose = _conv_scoring(
             net, batches, strategy, open_sites, selection, max_neurons, input_covariance, options
         )
     else:
@@ -257,7 +257,8 @@ def widen(
             net, batches, sites=open_sites, input_covariance=input_covariance, **options
         )
         plan = bottlenecks(stats, selection, max_neurons=max_neurons)
-        propose, grown_spec = partial(strategy.propose, stats), partial(widened_spec, net.spec)
+        propose = partial(strategy.propose, stats)
+    grown_spec = partial(widened_spec, net.spec)
     stats.flops += covariance_flops
     searched = [] if strategy.preserves_function else batches
     if searched and line_search_batches is not None:
@@ -311,7 +312,7 @@ def widen(
 def _conv_scoring(net, batches, strategy, open_sites, selection, max_neurons, covariance, options):
     """:func:`widen`'s statistics and plan at a conv net's sites (:mod:`._conv_widen`)."""
     from ._conv_strategies import ChannelStrategy
-    from ._conv_widen import ConvScoring, conv_selection, widened_conv_spec
+    from ._conv_widen import ConvScoring, conv_selection
 
     if not isinstance(strategy, ChannelStrategy):
         raise ValueError(
@@ -331,7 +332,7 @@ def _conv_scoring(net, batches, strategy, open_sites, selection, max_neurons, co
     def propose(site: int, k: int):
         return strategy.propose(stats, scoring.position(site), k)
 
-    return stats, plan, propose, partial(widened_conv_spec, net.spec)
+    return stats, plan, propose
 
 
 __all__ = [

@@ -37,9 +37,14 @@ import torch
 from torch import Tensor
 
 from .._checks import fail, require_int
+from ..conv_spec import ConvSpec
 from ..events import NO_DECISION, Decision, Growth, GrowthPolicy, TrainingState
 from ..flops import train_step_flops
+from ..spec import ArchitectureSpec
 from . import sensitivity
+from ._conv_statistics import conv_width_statistics
+from ._conv_widen import conv_sites
+from ._sites import sites
 from .bottleneck import BottleneckStatistics, InputCovariance, widen
 from .settings import Budget, DepthGrowth, PolicyError, WidthGrowth, section_from_dict
 from .triggers import Trigger, trigger_from_dict
@@ -173,8 +178,7 @@ class DepthWidthPolicy(GrowthPolicy):
     # -- deciding --------------------------------------------------------------------------------
     def decide(self, state: TrainingState) -> Decision:
         if not self._checked:  # fail on the first step, not at the first decision
-            if self.depth is not None:
-                state.net.spec.require_identity_insertion()
+            self._check(state.net.spec)
             self._checked = True
         if not self.trigger.fires(state, self._last_decision_step):
             return NO_DECISION
@@ -185,6 +189,28 @@ class DepthWidthPolicy(GrowthPolicy):
             return width
         depth = self._decide_depth(state)
         return Decision(depth.growth, width.scoring_flops + depth.scoring_flops)
+
+    def _check(self, spec: ArchitectureSpec | ConvSpec) -> None:
+        """What the network's family allows: a conv net widens only (layer insertion into
+        conv nets is not built yet), with the conv strategy of the same name."""
+        if not isinstance(spec, ConvSpec):
+            if self.depth is not None:
+                spec.require_identity_insertion()
+            return
+        if self.depth is not None:
+            raise PolicyError(
+                "depth: layer insertion into conv nets is not built yet; grow their width "
+                "(depth off)"
+            )
+        if not sites(spec):
+            raise PolicyError(
+                f"width: {spec.describe()} has no two convolutions in a row (no pooling between) "
+                "whose channels could grow"
+            )
+        linear = self._strategy
+        self._strategy = self.width.channel_strategy(self.seed)
+        if hasattr(linear, "generator") and hasattr(self._strategy, "generator"):
+            self._strategy.generator.set_state(linear.generator.get_state())  # a resumed run's
 
     def _samples(self, state: TrainingState, n: int | None) -> Batches:
         """``n`` training samples drawn afresh (``None``: all, in order), in scoring batches."""
@@ -213,7 +239,9 @@ class DepthWidthPolicy(GrowthPolicy):
             searched = self._samples(state, w.line_search_samples)
         if w.samples == "fresh":
             return _Draw(state.data, batches, searched)
-        covariance = None if state.net.spec.residual else InputCovariance(batches)
+        spec = state.net.spec
+        linear = not (spec.residual or isinstance(spec, ConvSpec))
+        covariance = InputCovariance(batches) if linear else None
         self._fixed = _Draw(state.data, batches, searched, covariance)
         return self._fixed
 
@@ -236,10 +264,7 @@ class DepthWidthPolicy(GrowthPolicy):
         draw = self._width_samples(state)
         # Before scoring: the sites that could take a neuron after a statistics pass over all
         # sites (an upper bound of its cost, so a declined decision also stays within budget).
-        whole = BottleneckStatistics(net, input_covariance=draw.covariance)
-        estimate = draw.uncounted_flops + sum(
-            whole.flops_per_batch(len(x)) for x, _ in draw.batches
-        )
+        estimate = draw.uncounted_flops + _statistics_flops(net, draw)
         caps = budget.neuron_caps(state, w, estimate)
         decision = widen(
             net,
@@ -296,3 +321,15 @@ class DepthWidthPolicy(GrowthPolicy):
             allowed=allowed, score_kind=d.score, selection=d.selection,
         )  # fmt: skip
         return Decision(Growth(grown, event), sens.flops)
+
+
+def _statistics_flops(net, draw: _Draw) -> int:
+    """What a width statistics pass over every site costs on ``draw``'s batches: computed for
+    MLPs; for conv nets counted (``torch.utils.flop_counter``) on one sample, times the samples
+    (every counted operation is linear in the batch)."""
+    if isinstance(net.spec, ConvSpec):
+        x, y = draw.batches[0]
+        one = conv_width_statistics(net, list(conv_sites(net).values()), [(x[:1], y[:1])])
+        return one.flops * sum(len(x) for x, _ in draw.batches)
+    whole = BottleneckStatistics(net, input_covariance=draw.covariance)
+    return sum(whole.flops_per_batch(len(x)) for x, _ in draw.batches)

@@ -16,6 +16,7 @@ from ..events import TrainingState
 from ..flops import parameter_count, train_step_flops
 from ..spec import ArchitectureSpec
 from . import sensitivity
+from ._conv_strategies import CONV_STRATEGIES, ChannelStrategy, ConvRandomGrowth
 from ._proposal import widened_spec
 from ._selection import (
     GROMO_SINGULAR_VALUE_THRESHOLD,
@@ -109,6 +110,20 @@ class WidthGrowth:
             return self.strategy
         cls = STRATEGIES[self.strategy]
         return RandomGrowth(seed=seed) if cls is RandomGrowth else cls()
+
+    def channel_strategy(self, seed: int) -> ChannelStrategy:
+        """The conv counterpart of :meth:`neuron_strategy`, by the same name; a conv net's
+        channels take ``selection="singular_value"`` (GroMo's threshold), the held-out test
+        being built for linear sites only."""
+        if not isinstance(self.strategy, str):
+            raise PolicyError("width.strategy: a conv net takes a strategy by name")
+        if self.selection != "singular_value":
+            raise PolicyError(
+                f"width.selection: a conv net's channels take 'singular_value' (GroMo's "
+                f"threshold), got {self.selection!r}; the held-out test is for MLPs only"
+            )
+        cls = CONV_STRATEGIES[self.strategy]
+        return ConvRandomGrowth(seed=seed) if cls is ConvRandomGrowth else cls()
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "strategy": self.strategy_name}
