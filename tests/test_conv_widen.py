@@ -102,7 +102,7 @@ def test_a_conv_net_grows_its_channels_while_it_trains():
     torch.manual_seed(0)
     width = WidthGrowth(
         "tiny", selection="singular_value", max_neurons=4, statistics_samples=256,
-        min_relative_gain=1e-4,  # a conv gain per unit amplitude understates the step (see _conv_tiny)
+        min_relative_gain=1e-4,  # a conv gain per unit amplitude understates the step
     )  # fmt: skip
     policy = DepthWidthPolicy(AtSteps((20, 40)), width=width, budget=Budget(max_flops=10**12))
     config = TrainConfig(epochs=4, batch_size=64, lr=1e-2, optimizer="adam")
