@@ -99,18 +99,24 @@ class Initializer:
         return self.kind in DATA_KINDS
 
     def apply(self, net: nn.Module, *, seed: int, data: Tensor | None = None) -> nn.Module:
-        """Redraw every ``nn.Linear`` of ``net`` in place, in module order; returns ``net``.
+        """Redraw every ``nn.Linear`` and ``nn.Conv2d`` of ``net`` in place, in module order;
+        returns ``net``. A convolution is drawn as the matrix ``(out_channels, in_channels * kh
+        * kw)`` its kernels flatten to: fan-in ``in_channels * kh * kw``, fan-out
+        ``out_channels * kh * kw`` (PyTorch's convention), orthogonal rows of that matrix.
 
         ``data`` ``(n, input_dim)``: the input sample ``decorrelated`` measures correlations on
         (a few hundred samples suffice); ignored by the other kinds.
         """
         gen = torch.Generator().manual_seed(seed)
+        convs = any(isinstance(m, nn.Conv2d) for m in net.modules())
+        if self.needs_data and convs:
+            raise ValueError(f"kind: {self.kind!r} draws feedforward networks only, not conv nets")
         if self.needs_data:
             _draw_decorrelated(self, net, data, gen)
             return net
         with torch.no_grad():
             for module in net.modules():
-                if isinstance(module, nn.Linear):
+                if isinstance(module, nn.Linear | nn.Conv2d):
                     _draw(self, module, gen)
         return net
 
@@ -120,9 +126,10 @@ class Initializer:
         return self.apply(net, seed=seed, data=inputs[:DATA_SAMPLE] if self.needs_data else None)
 
 
-def _draw(init: Initializer, layer: nn.Linear, gen: torch.Generator) -> None:
-    w, b = layer.weight, layer.bias
-    fan_out, fan_in = w.shape
+def _draw(init: Initializer, layer: nn.Linear | nn.Conv2d, gen: torch.Generator) -> None:
+    w, b = layer.weight.view(layer.weight.shape[0], -1), layer.bias  # a conv's kernels as rows
+    rows, fan_in = w.shape
+    fan_out = layer.weight[0, 0].numel() * rows  # out_channels * kh * kw; a linear's rows
     if init.kind == "default":
         bound = 1.0 / math.sqrt(fan_in)  # nn.Linear.reset_parameters, written with a generator
         w.uniform_(-bound, bound, generator=gen)
@@ -130,7 +137,7 @@ def _draw(init: Initializer, layer: nn.Linear, gen: torch.Generator) -> None:
             b.uniform_(-bound, bound, generator=gen)
         return
     if init.kind == "orthogonal":
-        w.copy_(math.sqrt(init.sigma_w2) * orthonormal(fan_out, fan_in, gen))
+        w.copy_(math.sqrt(init.sigma_w2) * orthonormal(rows, fan_in, gen))
     else:
         var = {
             "gaussian": init.sigma_w2 / fan_in,

@@ -35,7 +35,9 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from growth_core.conv_spec import ConvSpec
 from growth_core.data import DATASETS
+from growth_core.growth.bottleneck import MIN_RELATIVE_GAIN
 from growth_core.growth.settings import SAMPLE_DRAWS
 from growth_core.init import DATA_KINDS as INIT_DATA_KINDS
 from growth_core.init import KINDS as INIT_KINDS
@@ -118,14 +120,57 @@ class DataConfig(_Section):
 
 
 class ModelConfig(_Section):
-    family: Literal["mlp", "resnet"] = "mlp"
+    family: Literal["mlp", "resnet", "cnn"] = "mlp"
     activation: Literal[ACTIVATIONS] = "relu"  # type: ignore[valid-type]
     widths: Annotated[list[Width], Field(min_length=1, max_length=MAX_DEPTH)] = [8]
     """Starting hidden widths (mlp) or block widths (resnet)."""
     width: Width | None = None
     """resnet only: the width of the residual stream."""
+    stages: (
+        Annotated[
+            list[Annotated[list[Width], Field(min_length=1, max_length=MAX_DEPTH)]],
+            Field(min_length=1, max_length=MAX_DEPTH),
+        ]
+        | None
+    ) = None
+    """cnn only: the channels of each stage's 3x3 convolutions, where growth starts (residual:
+    one (inner, out) pair per basic block); stages after the first downsample by 2."""
+    downsample: Literal["pool", "stride"] = "pool"
+    """cnn only: a 2x2 max pool before each stage after the first, or a stride-2 first layer."""
+    batch_norm: bool = False
+    """cnn only: batch norm after every convolution (a grown channel gets its own)."""
+    residual: bool = False
+    """cnn only: basic blocks (identity or 1x1 shortcut) instead of plain convolutions."""
 
-    def spec(self, input_dim: int, output_dim: int) -> ArchitectureSpec:
+    @model_validator(mode="after")
+    def _conv_fields_for_cnn(self) -> ModelConfig:
+        if self.family == "cnn" and self.stages is None:
+            raise ValueError("stages: model.family 'cnn' needs its stages' channels")
+        if self.family != "cnn":
+            for name in ("stages", "downsample", "batch_norm", "residual"):
+                if name in self.model_fields_set:
+                    raise ValueError(f"{name}: only a 'cnn' model takes it")
+        return self
+
+    def spec(
+        self, input_dim: int, output_dim: int, shape: tuple[int, int, int] | None = None
+    ) -> ArchitectureSpec | ConvSpec:
+        """The starting network on data of ``input_dim`` features (a cnn's: images of
+        ``shape``, ``[channels, height, width]``) and ``output_dim`` classes."""
+        if self.family == "cnn":
+            if shape is None:
+                raise ConfigError(
+                    "model.family: a 'cnn' needs images; the data has no shape (data.shape)"
+                )
+            return ConvSpec(
+                tuple(shape),
+                output_dim,
+                tuple(tuple(stage) for stage in self.stages),
+                self.downsample,
+                self.activation,
+                batch_norm=self.batch_norm,
+                residual=self.residual,
+            )
         residual = self.family == "resnet"
         return ArchitectureSpec(
             input_dim,
@@ -218,6 +263,11 @@ class SearchConfig(_Bounded):
     """``WidthGrowth.ridge``: shrinkage of ``S2`` when neurons are fitted (0: the paper's)."""
     width_samples: Literal[SAMPLE_DRAWS] = "fixed"  # type: ignore[valid-type]
     """``WidthGrowth.samples``: statistics samples drawn at every decision, or once a run."""
+    width_min_relative_gain: NonNegativeFloat = MIN_RELATIVE_GAIN
+    """``WidthGrowth.min_relative_gain``: a decision widens only while the best site's
+    first-order gain is at least this fraction of the loss. A conv site's gain per unit
+    amplitude understates the step the line search then takes (tens of times on digits), so a
+    'cnn' takes a lower one (mnist_cnn.toml: 1e-4)."""
     width_line_search_samples: Annotated[int, Field(gt=0, le=1_000_000)] | None = 256
     """``WidthGrowth.line_search_samples``: samples each amplitude of the line search is scored
     on (``None``: the statistics samples); a decision's largest cost on a small network."""
@@ -261,14 +311,27 @@ class PipelineConfig(_Section):
 
     @model_validator(mode="after")
     def _data_kinds_need_a_feedforward_model(self) -> PipelineConfig:
-        if self.model.family != "resnet":
+        if self.model.family == "mlp":
             return self
         for i, grid in enumerate(self.screen.candidates):
             if grid.kind in INIT_DATA_KINDS:
                 raise ValueError(
                     f"screen.candidates.{i}.kind: {grid.kind!r} draws feedforward networks "
-                    "only, and model.family is 'resnet'"
+                    f"only, and model.family is {self.model.family!r}"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _what_a_cnn_can_grow(self) -> PipelineConfig:
+        if self.model.family != "cnn":
+            return self
+        if self.search.insertion != ["none"]:
+            raise ValueError(
+                "search.insertion: layer insertion into conv nets is not built yet; a 'cnn' "
+                'grows its channels (insertion = ["none"], width_strategy)'
+            )
+        if self.search.architecture is not None:
+            raise ValueError("search.architecture: searches MLP widths and depths, not a 'cnn'")
         return self
 
     def storage_root(self, workdir: Path, base: Path | None = None) -> str:

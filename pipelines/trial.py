@@ -24,6 +24,7 @@ from growth_core.growth import (
     OnPlateau,
     WidthGrowth,
 )
+from growth_core.growth.bottleneck import MIN_RELATIVE_GAIN
 from growth_core.init import Initializer
 from growth_core.nets import Net, build
 from growth_core.train import TrainConfig, Trainer, TrainResult
@@ -84,6 +85,9 @@ def base_settings(cfg: PipelineConfig) -> dict[str, Any]:
         "plateau_window": s.plateau_window,
         "width_strategy": s.width_strategy[0],
         "width_ridge": s.width_ridge,
+        # a conv net's channels take GroMo's threshold (the held-out test is for linear sites)
+        "width_selection": "singular_value" if cfg.model.family == "cnn" else "held_out",
+        "width_min_relative_gain": s.width_min_relative_gain,
         "width_samples": s.width_samples,
         "width_line_search_samples": s.width_line_search_samples,
         "max_depth": s.max_depth,
@@ -122,6 +126,8 @@ def build_policy(settings: dict[str, Any]) -> DepthWidthPolicy | None:
         width = WidthGrowth(
             strategy=settings["width_strategy"],
             ridge=float(settings["width_ridge"]),
+            selection=settings.get("width_selection", "held_out"),
+            min_relative_gain=float(settings.get("width_min_relative_gain", MIN_RELATIVE_GAIN)),
             samples=settings["width_samples"],
             line_search_samples=settings.get("width_line_search_samples"),
         )
@@ -144,7 +150,7 @@ def start_model(model: ModelConfig, settings: dict[str, Any]) -> ModelConfig:
 
 
 def build_net(model: ModelConfig, data: Dataset, settings: dict[str, Any]) -> Net:
-    spec = start_model(model, settings).spec(data.input_dim, data.num_classes)
+    spec = start_model(model, settings).spec(data.input_dim, data.num_classes, data.shape)
     init = Initializer.from_dict(settings["init"])
     return init.apply_on(build(spec), seed=settings["seed"], inputs=data.x_train)
 

@@ -56,3 +56,23 @@ def test_round_trip_and_label():
 def test_bad_fields_are_named(kwargs, field):
     with pytest.raises(InitError, match=f"^{field}:"):
         Initializer(**kwargs)
+
+
+def test_conv_kernels_are_drawn_with_their_fan_in():
+    import pytest
+    import torch
+
+    from growth_core.conv_spec import ConvSpec
+    from growth_core.init import Initializer
+    from growth_core.nets import build
+
+    net = build(ConvSpec((3, 16, 16), 10, ((64,), (64,)), "stride"))
+    Initializer("gaussian", sigma_w2=2.0, sigma_b2=0.0).apply(net, seed=0)
+    w = net.layers[1].conv.weight  # 64 kernels of 64 x 3 x 3
+    assert float(w.var()) == pytest.approx(2.0 / (64 * 9), rel=0.05)
+    assert not net.layers[1].conv.bias.any()
+    Initializer("orthogonal", sigma_w2=1.0).apply(net, seed=0)
+    rows = net.layers[1].conv.weight.reshape(64, -1)
+    torch.testing.assert_close(rows @ rows.T, torch.eye(64), atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="kind: 'decorrelated'"):
+        Initializer("decorrelated").apply(net, seed=0, data=torch.randn(8, 768))
