@@ -148,7 +148,8 @@ class ModelConfig(_Section):
             raise ValueError("stages: model.family 'cnn' needs its stages' channels")
         if self.family != "cnn":
             for name in ("stages", "downsample", "batch_norm", "residual"):
-                if name in self.model_fields_set:
+                # a default is what a dumped config carries back, so only a set value counts
+                if getattr(self, name) != type(self).model_fields[name].default:
                     raise ValueError(f"{name}: only a 'cnn' model takes it")
         return self
 

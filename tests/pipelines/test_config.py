@@ -14,6 +14,8 @@ def test_shipped_configs_validate(path):
     cfg = load_config(path)
     assert cfg.screen.initializers()
     assert cfg.search.lr[0] <= cfg.search.lr[1]
+    # the workers and trials read the config back from its JSON
+    assert type(cfg).model_validate_json(cfg.model_dump_json()) == cfg
 
 
 def test_shipped_configs_cover_the_datasets():
