@@ -83,8 +83,7 @@ def ensure_experiment(name: str) -> str:
     """The experiment's id, creating it (in the driver, before any worker starts) if needed.
     A SQLite store is switched to write-ahead logging first, so two pipelines (and a pipeline's
     driver and its Ray Train rank 0) write to it at once without "database is locked"."""
-    c = client()
-    _prepare_sqlite(c)
+    c = _prepared_client(tracking_uri())
     exp = c.get_experiment_by_name(name)
     if exp is not None:
         return exp.experiment_id
@@ -101,13 +100,13 @@ def ensure_experiment(name: str) -> str:
         return exp.experiment_id
 
 
-def _prepare_sqlite(c: MlflowClient) -> None:
-    """A SQLite store created (MLflow's tables and migrations) and switched to write-ahead
-    logging (``PRAGMA journal_mode=WAL``, a property of the file: set once, kept), one process
-    at a time: two pipelines creating one new store at once race in MLflow's migrations."""
-    uri = c.tracking_uri
+def _prepared_client(uri: str) -> MlflowClient:
+    """A client of ``uri``. A SQLite store is created (MLflow's tables and migrations, which
+    ``MlflowClient`` runs as it is built) and switched to write-ahead logging (``PRAGMA
+    journal_mode=WAL``, a property of the file: set once, kept) one process at a time: two
+    pipelines creating one new store at once race in MLflow's migrations."""
     if not uri.startswith("sqlite:///"):
-        return
+        return client(uri)
     import fcntl
     import sqlite3
 
@@ -117,7 +116,7 @@ def _prepare_sqlite(c: MlflowClient) -> None:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
         with contextlib.closing(sqlite3.connect(path, timeout=30)) as db:
             db.execute("PRAGMA journal_mode=WAL")
-        c.search_experiments(max_results=1)  # MLflow creates its tables on first use
+        return client(uri)
 
 
 def _artifact_location(uri: str) -> str | None:
