@@ -273,6 +273,8 @@ class SearchConfig(_Bounded):
     """``WidthGrowth.line_search_samples``: samples each amplitude of the line search is scored
     on (``None``: the statistics samples); a decision's largest cost on a small network."""
     max_depth: Depth = 4
+    """The depth layer insertion may grow a net to: hidden layers (mlp), blocks (resnet), or
+    3x3 convolutions (cnn; a residual block is two)."""
     max_params: Annotated[int, Field(gt=0, le=MAX_PARAMS)] | None = None
     architecture: ArchitectureSpace | None = None
     """Search the starting architecture too (``None``: every trial starts from the model's)."""
@@ -326,11 +328,20 @@ class PipelineConfig(_Section):
     def _what_a_cnn_can_grow(self) -> PipelineConfig:
         if self.model.family != "cnn":
             return self
-        if self.search.insertion != ["none"]:
-            raise ValueError(
-                "search.insertion: layer insertion into conv nets is not built yet; a 'cnn' "
-                'grows its channels (insertion = ["none"], width_strategy)'
-            )
+        m, s = self.model, self.search
+        if "sensli" in s.insertion:
+            if not m.residual and (m.batch_norm or m.activation not in ("relu", "identity")):
+                raise ValueError(
+                    "search.insertion: a plain conv net with batch norm or a non-idempotent "
+                    "activation admits no identity layer; use model.residual = true, "
+                    'batch_norm = false with relu, or insertion = ["none"]'
+                )
+            convs = sum(map(len, m.stages))
+            if s.max_depth <= convs:
+                raise ValueError(
+                    f"search.max_depth: counts a conv net's convolutions; {s.max_depth} leaves "
+                    f"no room to insert into the {convs} the model starts with"
+                )
         if self.search.architecture is not None:
             raise ValueError("search.architecture: searches MLP widths and depths, not a 'cnn'")
         return self

@@ -17,11 +17,15 @@ from growth_core.events import GrowthEvent  # noqa: E402
 
 def event_label(e: GrowthEvent) -> str:
     """What a growth event did, where and how much: ``width: +10 neurons in hidden layer 0``
-    (a conv net's: ``+2 channels in conv layer 1``) or ``depth: a layer inserted at position 1``."""
+    (a conv net's: ``+2 channels in conv layer 1``) or ``depth: a layer inserted at position 1``
+    (a conv net's: ``a conv layer inserted after conv layer 1``, ``a block ... after block 1``)."""
     if e.kind == "neurons" and isinstance(e.spec_before, ConvSpec):
         return f"width: +{e.details.get('neurons', '?')} channels in conv layer {e.position}"
     if e.kind == "neurons":
         return f"width: +{e.details.get('neurons', '?')} neurons in hidden layer {e.position}"
+    if isinstance(e.spec_before, ConvSpec):
+        unit = "block" if e.spec_before.residual else "conv layer"
+        return f"depth: a {unit} inserted after {unit} {e.position}"
     return f"depth: a layer inserted at position {e.position}"
 
 

@@ -118,7 +118,7 @@ def test_a_conv_net_grows_its_channels_while_it_trains():
     assert result.final["test_accuracy"] > 0.5
     assert all(e.details["scoring_flops"] > 0 for e in result.events)
 
-    with pytest.raises(PolicyError, match="depth: layer insertion into conv nets"):
+    with pytest.raises(PolicyError, match="depth: batch_norm: a plain conv net with batch norm"):
         from growth_core.growth import DepthGrowth
 
         DepthWidthPolicy(AtSteps((5,)), width=width, depth=DepthGrowth()).decide(

@@ -17,7 +17,7 @@ from growth_core.growth import (
 )
 from growth_core.init import Initializer
 from growth_core.nets import build
-from growth_core.spec import ArchitectureSpec, SpecError
+from growth_core.spec import ArchitectureSpec
 from growth_core.train import TrainConfig, Trainer
 
 SPEC = ArchitectureSpec(6, 4, (2, 2), "relu")
@@ -207,7 +207,7 @@ def test_bad_settings_name_the_field(settings, field):
 
 def test_depth_growth_on_a_net_that_admits_no_identity_layer_fails_at_once():
     policy = DepthWidthPolicy(AtSteps((50,)), width=WidthGrowth(), depth=DepthGrowth())
-    with pytest.raises(SpecError, match="^activation"):
+    with pytest.raises(PolicyError, match="^depth: activation: 'tanh' is not idempotent"):
         train(policy, steps=5, spec=ArchitectureSpec(6, 4, (2, 2), "tanh"))
 
 

@@ -191,17 +191,15 @@ class DepthWidthPolicy(GrowthPolicy):
         return Decision(depth.growth, width.scoring_flops + depth.scoring_flops)
 
     def _check(self, spec: ArchitectureSpec | ConvSpec) -> None:
-        """What the network's family allows: a conv net widens only (layer insertion into
-        conv nets is not built yet), with the conv strategy of the same name."""
-        if not isinstance(spec, ConvSpec):
-            if self.depth is not None:
-                spec.require_identity_insertion()
-            return
+        """What the network's family allows: an identity layer to insert (depth), sites to
+        widen, with the conv strategy of the same name for a conv net (width)."""
         if self.depth is not None:
-            raise PolicyError(
-                "depth: layer insertion into conv nets is not built yet; grow their width "
-                "(depth off)"
-            )
+            try:
+                sensitivity.positions(spec)
+            except ValueError as err:
+                raise PolicyError(f"depth: {err}") from err
+        if not isinstance(spec, ConvSpec) or self.width is None:
+            return
         if not sites(spec):
             raise PolicyError(
                 f"width: {spec.describe()} has no two convolutions in a row (no pooling between) "
@@ -303,11 +301,13 @@ class DepthWidthPolicy(GrowthPolicy):
         batches = self._depth_batches(state)
         ext_spec = sensitivity.extended_network(net)[0].spec
         estimate = sum(train_step_flops(ext_spec, len(x)) for x, _ in batches)  # an upper bound
-        allowed = [
-            p
-            for p in sensitivity.positions(net.spec)
-            if self.budget.fits(state, sensitivity.inserted_spec(net.spec, p), estimate)
-        ]
+        allowed = []
+        for p in sensitivity.positions(net.spec):
+            grown = sensitivity.inserted_spec(net.spec, p)  # a residual conv block is 2 layers
+            if d.max_depth is not None and grown.depth > d.max_depth:
+                continue
+            if self.budget.fits(state, grown, estimate):
+                allowed.append(p)
         if not allowed:
             return NO_DECISION
         sens = sensitivity.sensitivities(net, batches, score=d.score, loss_fn=state.loss_fn)

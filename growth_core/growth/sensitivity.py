@@ -25,22 +25,30 @@ Scores (:data:`SCORES`):
 
 The chosen layer keeps its identity / zero values and becomes trainable: the grown network
 computes the same function as before the insertion.
+
+Conv nets (a :class:`~growth_core.conv_spec.ConvSpec`) take the same path: every function here
+accepts them, with the identity convolutions and blocks of :mod:`._conv_insertion` and the
+scoring pass's FLOPs counted by ``torch.utils.flop_counter``.
 """
 
 from __future__ import annotations
 
 import random
 from collections.abc import Iterable
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.flop_counter import FlopCounterMode
 
+from ..conv_spec import ConvSpec
 from ..events import Change, GrowthEvent, LossFn
 from ..flops import linear_shapes, parameter_count, pass_flops
 from ..nets import Net, build
 from ..spec import ArchitectureSpec
+from . import _conv_insertion as conv
 
 SCORES = ("v1", "v2")
 SELECTIONS = ("max", "min", "random")
@@ -67,9 +75,11 @@ class Sensitivities:
 
 
 # -- where layers can go --------------------------------------------------------------------------
-def positions(spec: ArchitectureSpec) -> list[int]:
+def positions(spec: ArchitectureSpec | ConvSpec) -> list[int]:
     """Candidate positions: after each hidden layer (feedforward), before each block and after
-    the last (residual)."""
+    the last (residual); conv nets: after each convolution, or after each block (residual)."""
+    if isinstance(spec, ConvSpec):
+        return conv.positions(spec)
     spec.require_identity_insertion()
     if spec.residual:
         return list(range(spec.depth + 1))
@@ -78,8 +88,10 @@ def positions(spec: ArchitectureSpec) -> list[int]:
     return list(range(spec.depth))
 
 
-def inserted_spec(spec: ArchitectureSpec, position: int) -> ArchitectureSpec:
+def inserted_spec(spec: ArchitectureSpec | ConvSpec, position: int) -> ArchitectureSpec | ConvSpec:
     """The spec with one identity layer (or block) at ``position``."""
+    if isinstance(spec, ConvSpec):
+        return conv.inserted_spec(spec, position)
     if position not in positions(spec):
         raise ValueError(f"position: {position} is not one of {positions(spec)}")
     w = list(spec.widths)
@@ -138,6 +150,8 @@ def insert(net: Net, position: int) -> Change:
     The new layer keeps its identity / zero values and is trainable; the result computes the
     same function as ``net``.
     """
+    if isinstance(net.spec, ConvSpec):
+        return conv.insert(net, position)
     spec = inserted_spec(net.spec, position)
     new = position if net.spec.residual else position + 1
     old_of_new = {k: k - (k > new) for k in range(spec.depth) if k != new}
@@ -149,6 +163,8 @@ def extended_network(net: Net) -> tuple[Net, dict[int, int]]:
 
     Returns the extended network and, per position, the index of its virtual layer.
     """
+    if isinstance(net.spec, ConvSpec):
+        return conv.extended_network(net)
     spec = net.spec
     cands = positions(spec)
     if spec.residual:
@@ -176,24 +192,31 @@ def sensitivities(
     """Score every candidate position from one backward pass over ``batches``; no update."""
     if score not in SCORES:
         raise ValueError(f"score: unknown {score!r}; expected one of {SCORES}")
+    is_conv = isinstance(net.spec, ConvSpec)
     ext, virtual = extended_network(net)
     ext.requires_grad_(False)
-    weights = {p: _virtual_weight(ext, k).requires_grad_(True) for p, k in virtual.items()}
-    trained = _trained_flags(ext, set(map(id, weights.values())))
-    shapes = linear_shapes(ext.spec)
+    weight = conv.virtual_weight if is_conv else _virtual_weight
+    weights = {p: weight(ext, k).requires_grad_(True) for p, k in virtual.items()}
+    if not is_conv:
+        trained = _trained_flags(ext, set(map(id, weights.values())))
+        shapes = linear_shapes(ext.spec)
 
     grad_sum = {p: torch.zeros_like(w) for p, w in weights.items()}
     sq_norm_sum = dict.fromkeys(weights, 0.0)
     n_batches, loss_sum, flops = 0, 0.0, 0
     for x, y in batches:
-        loss = loss_fn(ext(x), y)
-        grads = torch.autograd.grad(loss, list(weights.values()))
+        counter = FlopCounterMode(display=False) if is_conv else None
+        with counter or nullcontext():
+            loss = loss_fn(ext(x), y)
+            grads = torch.autograd.grad(loss, list(weights.values()))
         for p, g in zip(weights, grads):
             grad_sum[p] += g
             sq_norm_sum[p] += float(g.square().sum()) / g.numel()
         n_batches += 1
         loss_sum += loss.item()
-        flops += pass_flops(shapes, len(x), trained=trained)
+        flops += (
+            counter.get_total_flops() if is_conv else pass_flops(shapes, len(x), trained=trained)
+        )
     if n_batches == 0:
         raise ValueError("batches: no data to score on")
     if score == "v1":

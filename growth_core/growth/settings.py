@@ -132,9 +132,9 @@ class WidthGrowth:
 @dataclass(frozen=True)
 class DepthGrowth:
     """How layers are inserted: ``score`` and ``selection`` as in :mod:`.sensitivity`, at most
-    ``max_depth`` hidden layers (blocks). The scores read ``score_batches`` mini-batches of the
-    training batch size, from the start of the training set (``None``: one pass over it), as
-    the paper's reference code does."""
+    ``max_depth`` hidden layers (blocks; convolutions for a conv net). The scores read
+    ``score_batches`` mini-batches of the training batch size, from the start of the training
+    set (``None``: one pass over it), as the paper's reference code does."""
 
     score: str = "v2"
     selection: str = "max"

@@ -79,8 +79,11 @@ def test_a_cnn_pipeline_grows_channels_under_ddp_and_registers_a_conv_net(
 
 
 def test_a_cnn_config_refuses_what_conv_nets_cannot_do_yet():
-    with pytest.raises(ConfigError, match="search.insertion: layer insertion into conv nets"):
+    with pytest.raises(ConfigError, match="search.insertion: a plain conv net with batch norm"):
         validate({**CNN, "search": {**CNN["search"], "insertion": ["sensli", "none"]}})
+    residual = {**CNN["model"], "stages": [[4, 4], [6, 6]], "residual": True}
+    with pytest.raises(ConfigError, match="search.max_depth: counts a conv net's convolutions"):
+        validate({**CNN, "model": residual, "search": {**CNN["search"], "insertion": ["sensli"]}})
     with pytest.raises(ConfigError, match="stages: model.family 'cnn' needs"):
         validate({**CNN, "model": {"family": "cnn"}})
     with pytest.raises(ConfigError, match="batch_norm: only a 'cnn' model takes it"):

@@ -42,6 +42,22 @@ def test_width_growth_runs_through_the_trial():
     assert "val_accuracy" in result.history[-1]
 
 
+def test_a_conv_net_grows_in_depth_through_the_trial():
+    model = {"family": "cnn", "stages": [[4, 4], [6, 6]], "residual": True, "batch_norm": True}
+    cnn = validate(
+        {"name": "c", "data": {"dataset": "digits"}, "model": model, "search": {"max_depth": 8}}
+    )
+    data = trials.with_validation(trials.load_data(cnn.data))
+    s = {
+        **trials.base_settings(cnn), "insertion": "sensli", "width_strategy": "none",
+        "epochs": 2, "decisions": 2,
+    }  # fmt: skip
+    result = trials.run(cnn.model, data, s, eval_name="val")
+    assert [e.kind for e in result.events] == ["layer", "layer"]
+    assert result.net.spec.depth == 8 and result.net.spec.residual
+    assert result.history[-1]["val_accuracy"] > 0.3
+
+
 def test_a_trial_draws_a_decorrelated_initializer_from_its_training_inputs():
     data = trials.with_validation(trials.load_data(CFG.data))
     init = Initializer("decorrelated", 1.0, 0.0)
