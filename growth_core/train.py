@@ -131,7 +131,10 @@ class Trainer:
         dataset's test split is a validation split). ``penalty`` is added to the loss of every
         training step (history key ``"penalty"``); it reads the hidden outputs, so it needs the
         unwrapped network and cannot be combined with ``wrap``. ``loss_fn(logits, labels)``,
-        a mean over the batch, is the training loss and the one growth decisions score."""
+        a mean over the batch, is the training loss and the one growth decisions score.
+
+        The data is moved to the network's device (a GPU's memory holds MNIST many times over),
+        so every batch, evaluation and growth decision runs where the weights are."""
         rank, world = shard
         if penalty is not None and wrap is not None:
             raise ValueError("penalty: needs the unwrapped network's hidden outputs; drop wrap")
@@ -139,7 +142,7 @@ class Trainer:
             raise ValueError(f"shard: expected (rank, world_size), 0 <= rank < world_size: {shard}")
         self.net = net
         self.eval_name = eval_name
-        self.data = data
+        self.data = data.to(next(net.parameters()).device)
         self.config = config
         self.policy = policy
         self.loss_fn = loss_fn
@@ -154,8 +157,8 @@ class Trainer:
         self.events: list[GrowthEvent] = []
         self._callbacks: dict[str, list[Callable[[Trainer], None]]] = defaultdict(list)
         self._wrap = wrap
-        self._x_shard = data.x_train[rank::world] if world > 1 else data.x_train
-        self._y_shard = data.y_train[rank::world] if world > 1 else data.y_train
+        x, y = self.data.x_train, self.data.y_train
+        self._x_shard, self._y_shard = (x[rank::world], y[rank::world]) if world > 1 else (x, y)
         self._generator = torch.Generator().manual_seed(config.seed)
         self._order: Tensor | None = None
         self._cursor = 0

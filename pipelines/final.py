@@ -1,10 +1,11 @@
 """Final stage: the best configuration trained with growth under DDP by Ray Train.
 
-``TorchTrainer`` with ``ScalingConfig(num_workers=N, use_gpu=<GPU present>)`` (gloo on CPU,
-nccl on GPU). Each worker trains on its shard of the training set; growth is decided by rank 0
-and applied by all (:mod:`pipelines.distributed`). The search's validation split is held out
-again (the final's validation accuracy is then comparable with the trial's) and the test split
-is evaluated too, after every epoch. Rank 0 logs metrics to the final MLflow run.
+``TorchTrainer`` with ``ScalingConfig(num_workers=N, use_gpu=...)`` (gloo on CPU, nccl on GPU,
+one GPU per worker, :func:`gpu_plan`). Each worker trains on its shard of the training set;
+growth is decided by rank 0 and applied by all (:mod:`pipelines.distributed`). The search's
+validation split is held out again (the final's validation accuracy is then comparable with the
+trial's) and the test split is evaluated too, after every epoch. Rank 0 logs metrics to the final
+MLflow run.
 
 A checkpoint at every epoch and every growth event (``ray.train.report``): the network, its
 growth events and history (rank 0), and each rank's trainer state (step, FLOPs, optimizer, data
@@ -66,8 +67,25 @@ class FinalResult:
     metrics: dict[str, Any]
 
 
-def gpu_available() -> bool:
-    return torch.cuda.is_available()
+def gpu_plan(use_gpu: bool | str, workers: int) -> bool:
+    """Whether the final stage's workers take a GPU each: ``"auto"`` when the Ray cluster has
+    one GPU per worker (a head without GPUs may schedule workers that have them), else as set;
+    one worker per GPU, never more workers than GPUs (the run would wait for them forever)."""
+    import ray
+
+    gpus = int(ray.cluster_resources().get("GPU", 0))
+    if use_gpu == "auto":
+        return gpus >= workers > 0
+    if use_gpu and gpus == 0:
+        raise PipelineError(
+            'final.use_gpu: true, but the Ray cluster has no GPU; set it to false or "auto"'
+        )
+    if use_gpu and gpus < workers:
+        raise PipelineError(
+            f"final.workers: {workers} workers take one GPU each, but the Ray cluster has "
+            f'{gpus}; set final.workers <= {gpus}, or final.use_gpu = "auto"'
+        )
+    return bool(use_gpu)
 
 
 def _write_checkpoint(trainer, directory: Path, rank: int) -> None:
@@ -279,7 +297,8 @@ def run_final(
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig
 
-    use_gpu = gpu_available() if cfg.final.use_gpu == "auto" else bool(cfg.final.use_gpu)
+    n_workers = workers or cfg.final.workers
+    use_gpu = gpu_plan(cfg.final.use_gpu, n_workers)
     settings = {**settings, "epochs": cfg.final.epochs}
     trainer = _stoppable_trainer()(
         train_loop_per_worker,
@@ -293,9 +312,9 @@ def run_final(
         },
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
         scaling_config=ScalingConfig(
-            num_workers=workers or cfg.final.workers,
+            num_workers=n_workers,
             use_gpu=use_gpu,
-            resources_per_worker={"CPU": 1},
+            resources_per_worker={"CPU": 1, "GPU": 1} if use_gpu else {"CPU": 1},
         ),
         run_config=RunConfig(
             name=FINAL_DIR,

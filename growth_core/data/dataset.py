@@ -9,7 +9,7 @@ says how a convolutional net reads a row back as ``(channels, height, width)``.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any
 
@@ -73,6 +73,14 @@ class Dataset:
     @property
     def n_test(self) -> int:
         return self.x_test.shape[0]
+
+    def to(self, device: torch.device | str) -> Dataset:
+        """The same splits on ``device`` (this dataset itself when they are there already), as a
+        trainer holds them next to its network; ``preprocess`` stays as read, for serving."""
+        moved = {f: getattr(self, f).to(device) for f in ("x_train", "y_train", "x_test", "y_test")}
+        if all(t is getattr(self, f) for f, t in moved.items()):
+            return self
+        return replace(self, **moved)
 
     def __repr__(self) -> str:
         shape = "" if self.shape is None else f", shape={self.shape}"

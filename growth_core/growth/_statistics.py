@@ -193,7 +193,7 @@ class InputCovariance:
         for x, _ in batches:
             b2, offset, d2 = _with_ones(x.detach(), True), self.n, x.shape[1] + 1
             if not self.sums:
-                self.sums = [torch.zeros(d2, d2, dtype=torch.float64) for _ in (0, 1)]
+                self.sums = [x.new_zeros(d2, d2, dtype=torch.float64) for _ in (0, 1)]
             for fold in (0, 1):
                 rows = b2[_fold_rows(fold, offset)]
                 self.sums[fold] += (rows.T @ rows).to(torch.float64)  # as SiteStatistics sums

@@ -113,3 +113,25 @@ def test_a_worker_killed_after_a_growth_event_costs_a_restart_not_the_run(
     history = MlflowClient(uri).get_metric_history(run.run_id, "loss")
     steps = [m.step for m in history]
     assert len(steps) == len(set(steps)) and max(steps) == whole.metrics["step"]
+
+
+@pytest.mark.parametrize("gpus", [0, 1, 2])
+def test_one_gpu_per_worker_configured_not_guessed(gpus, monkeypatch):
+    import ray
+
+    from pipelines.config import PipelineError
+    from pipelines.final import gpu_plan
+
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 8.0, "GPU": float(gpus)})
+    assert gpu_plan("auto", 2) is (gpus >= 2)
+    assert gpu_plan("auto", 1) is (gpus >= 1)
+    assert gpu_plan(False, 2) is False
+    if gpus == 0:
+        with pytest.raises(
+            PipelineError, match=r"^final.use_gpu: true, but the Ray cluster has no"
+        ):
+            gpu_plan(True, 1)
+    else:
+        assert gpu_plan(True, gpus) is True
+        with pytest.raises(PipelineError, match=rf"^final.workers: {gpus + 1} workers take one"):
+            gpu_plan(True, gpus + 1)
