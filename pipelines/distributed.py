@@ -4,9 +4,9 @@ re-wrapped once.
 A data-dependent decision (which layer, which new neurons) made on every rank separately would
 differ between ranks and the replicas would silently drift apart. :class:`RankZeroDecides`
 wraps any growth policy: rank 0 asks it, broadcasts a one-element flag every step, and when it
-is set, broadcasts the grown spec, its full state_dict and the event; every other rank rebuilds
-the same network from them. The trainer then re-wraps the network (DDP) and carries the
-optimizer state, identically on every rank.
+is set, broadcasts the grown spec, the event and the tensors the growth changed; every other
+rank builds the same network from them and its own replica. The trainer then re-wraps the
+network (DDP) and carries the optimizer state, identically on every rank.
 """
 
 from __future__ import annotations
@@ -62,11 +62,20 @@ def _family(host: str) -> socket.AddressFamily:
 class RankZeroDecides(GrowthPolicy):
     """Rank 0 asks ``policy``; every rank gets the same growth. A decision's scoring passes run
     on rank 0 only, so only rank 0 counts their FLOPs: summed over ranks, each decision's cost
-    is counted once, as it was computed once."""
+    is counted once, as it was computed once.
+
+    What moves is what changed, as tensors on the device (``dist.broadcast``; nccl on GPUs):
+    rank 0 sends the grown spec, the event, the parameter map and the names of the entries of
+    the grown network's ``state_dict`` that are new or differ from the weight they continue
+    (buffers always: they are small); every other rank builds the grown network, copies the rest
+    from its own replica (equal to rank 0's under DDP) and receives those. :attr:`moved` and
+    :attr:`kept` count the elements of the last growth."""
 
     def __init__(self, policy: GrowthPolicy | None, device: torch.device | None = None) -> None:
         self.policy = policy
         self.device = device or torch.device("cpu")
+        self.moved = 0
+        self.kept = 0
 
     def state_dict(self) -> dict:
         return self.policy.state_dict() if self.policy is not None else {}
@@ -84,24 +93,53 @@ class RankZeroDecides(GrowthPolicy):
         dist.broadcast(flag, src=0)
         if not flag.item():
             return decision
-        payload: list = [None]
+        old = state.net.state_dict()
+        header: list = [None]
         if rank == 0:
             growth = decision.growth
-            payload = [
+            new = growth.net.state_dict()
+            header = [
                 {
                     "spec": growth.net.spec.to_json(),
-                    "state": {k: v.cpu() for k, v in growth.net.state_dict().items()},
                     "event": growth.event,
                     "param_map": growth.param_map,
+                    "moved": _changed(new, old, growth.param_map),
                 }
             ]
-        dist.broadcast_object_list(payload, src=0)
+        dist.broadcast_object_list(header, src=0)
+        msg = header[0]
+        param_map, moved = msg["param_map"], msg["moved"]
+        if rank == 0:
+            net = decision.growth.net
+        else:
+            ref = next(state.net.parameters())
+            net = build(spec_from_json(msg["spec"])).to(device=ref.device, dtype=ref.dtype)
+            new = net.state_dict()
+            for name in new:
+                if name not in moved:
+                    new[name] = old[param_map[name]]
+        for name in moved:  # in rank 0's order, so every rank's broadcasts pair up
+            tensor = new[name].to(self.device).contiguous()
+            dist.broadcast(tensor, src=0)
+            new[name] = tensor
+        if rank != 0:
+            net.load_state_dict(new)
+        self.moved = sum(new[name].numel() for name in moved)
+        self.kept = sum(t.numel() for name, t in new.items() if name not in moved)
         if rank == 0:
             return decision
-        msg = payload[0]
-        net = build(spec_from_json(msg["spec"]))
-        net.load_state_dict(msg["state"])
-        return Decision(Growth(Change(net.to(self.device), msg["param_map"]), msg["event"]))
+        return Decision(Growth(Change(net, param_map), msg["event"]))
+
+
+def _changed(new: dict, old: dict, param_map: dict[str, str]) -> list[str]:
+    """The entries of ``new`` another replica cannot copy from its own ``old``: new ones, those
+    whose shape or values differ from what they continue, and every buffer."""
+    moved = []
+    for name, tensor in new.items():
+        source = old.get(param_map.get(name, ""))
+        if source is None or source.shape != tensor.shape or not torch.equal(source, tensor):
+            moved.append(name)
+    return moved
 
 
 def max_rank_difference(net: torch.nn.Module, device: torch.device | None = None) -> float:
