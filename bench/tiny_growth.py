@@ -47,6 +47,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import _common
+import _gromo
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -55,7 +56,6 @@ from growth_core import data as datasets
 from growth_core.data import Dataset
 from growth_core.flops import parameter_count, train_step_flops
 from growth_core.growth import AtSteps, Budget, DepthWidthPolicy, WidthGrowth
-from growth_core.growth.bottleneck import LINE_SEARCH_GAMMAS, LINE_SEARCH_MAX_GAMMA
 from growth_core.init import Initializer
 from growth_core.nets import build
 from growth_core.spec import ArchitectureSpec
@@ -239,7 +239,10 @@ def gromo_run(data: Dataset, s: Setting, seed: int) -> dict | None:
                 curve.append((flops, test_accuracy()))
         if epoch <= s.gromo_growth_epochs:
             with FlopCounterMode(display=False) as counter:
-                event = gromo_growth_step(model, data, s, gen)
+                event = _gromo.growth_step(
+                    model, data, gen, statistics_samples=s.gromo_statistics_samples,
+                    line_search_samples=s.line_search_samples,
+                )  # fmt: skip
             growth_flops += counter.get_total_flops()
             flops += counter.get_total_flops()
             if event is not None:
@@ -255,53 +258,6 @@ def gromo_run(data: Dataset, s: Setting, seed: int) -> dict | None:
         "events": events,
         "decisions": s.gromo_growth_epochs,
     }
-
-
-def gromo_growth_step(model, data: Dataset, s: Setting, gen: torch.Generator):
-    """GroMo's protocol: statistics with a sum-reduced loss, TINY's updates (no delta), the best
-    layer by first-order improvement, then the amplitude by line search and ``apply_change``."""
-    idx = torch.randperm(data.n_train, generator=gen)[: s.gromo_statistics_samples]
-    x, y = data.x_train[idx], data.y_train[idx]
-    batches = [(x[i : i + 1000], y[i : i + 1000]) for i in range(0, len(x), 1000)]
-    n_search = s.line_search_samples or len(x)  # the amplitude is searched on as many as ours
-    searched = [(x[i : i + 1000], y[i : i + 1000]) for i in range(0, n_search, 1000)]
-    model.init_computation()
-    for xb, yb in batches:
-        model.zero_grad()
-        F.cross_entropy(model(xb), yb, reduction="sum").backward()
-        model.update_computation()
-    model.compute_optimal_updates(compute_delta=False)
-    model.reset_computation()
-    model.zero_grad()
-    site = model.select_best_update()
-    layer = model.currently_updated_layer
-    if layer.eigenvalues_extension is None or len(layer.eigenvalues_extension) == 0:
-        model.currently_updated_layer.delete_update()
-        return None
-    neurons = len(layer.eigenvalues_extension)
-
-    def loss(gamma: float) -> float:
-        model.set_scaling_factor(math.sqrt(gamma))  # GroMo scales each side: gamma = factor^2
-        with torch.no_grad():
-            return (
-                sum(
-                    F.cross_entropy(model.extended_forward(xb), yb, reduction="sum").item()
-                    for xb, yb in searched
-                )
-                / n_search
-            )
-
-    losses = {g: loss(g) for g in (0.0, *LINE_SEARCH_GAMMAS)}
-    while (top := max(losses)) == min(losses, key=losses.get) and 2 * top <= LINE_SEARCH_MAX_GAMMA:
-        losses[2 * top] = loss(2 * top)
-    gamma = min(losses, key=lambda g: (losses[g], g))
-    if gamma == 0:
-        model.currently_updated_layer.delete_update()
-        model.currently_updated_layer_index = None
-        return None
-    model.set_scaling_factor(math.sqrt(gamma))
-    model.apply_change()
-    return site, neurons, gamma
 
 
 # -- one dataset -----------------------------------------------------------------------------------
