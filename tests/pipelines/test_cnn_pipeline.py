@@ -25,15 +25,15 @@ CNN = {
     "screen": {"candidates": [{"kind": "kaiming"}, {"kind": "gaussian", "sigma_w2": 2.0}]},
     "search": {
         "trials": 2,
-        "epochs": 3,
+        "epochs": 2,
         "insertion": ["none"],
         "width_strategy": ["tiny"],
         "decisions": 2,
         "width_samples": "fresh",
         "width_min_relative_gain": 0.0,  # growth is certain: the test is of the plumbing
-        "asha": {"grace_period": 3},
+        "asha": {"grace_period": 2},
     },
-    "final": {"workers": 2, "epochs": 3, "use_gpu": False},
+    "final": {"workers": 2, "epochs": 2, "use_gpu": False},
 }
 
 

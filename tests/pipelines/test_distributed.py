@@ -26,28 +26,27 @@ CASES = {
 }
 
 
-def _worker(rank: int, world: int, port: int, case: str, out) -> None:
+def _worker(rank: int, world: int, port: int, out) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
-        spec, kinds = CASES[case]
-        torch.manual_seed(0)  # the same start on both ranks, as DDP's first broadcast makes it
-        policy = RankZeroDecides(DepthWidthPolicy(AtSteps((6,)), **kinds))
-        config = TrainConfig(steps=10, batch_size=32, lr=1e-2, optimizer="adam")
-        trainer = Trainer(
-            build(spec),
-            datasets.load("digits"),
-            config,
-            policy=policy,
-            wrap=torch.nn.parallel.DistributedDataParallel,
-            shard=(rank, world),
-        )
-        result = trainer.fit()
-        diff = max_rank_difference(result.net)
-        out.put(
-            (rank, result.net.spec.to_json(), len(result.events), diff, policy.moved, policy.kept)
-        )
+        for case, (spec, kinds) in CASES.items():  # one process group for every case
+            torch.manual_seed(0)  # the same start on both ranks, as DDP's first broadcast makes it
+            policy = RankZeroDecides(DepthWidthPolicy(AtSteps((6,)), **kinds))
+            config = TrainConfig(steps=10, batch_size=32, lr=1e-2, optimizer="adam")
+            trainer = Trainer(
+                build(spec),
+                datasets.load("digits"),
+                config,
+                policy=policy,
+                wrap=torch.nn.parallel.DistributedDataParallel,
+                shard=(rank, world),
+            )
+            result = trainer.fit()
+            diff = max_rank_difference(result.net)
+            spec_json, events = result.net.spec.to_json(), len(result.events)
+            out.put((case, rank, spec_json, events, diff, policy.moved, policy.kept))
     finally:
         dist.destroy_process_group()
 
@@ -58,19 +57,27 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.parametrize("case", sorted(CASES))
-def test_every_rank_grows_the_same_net_and_only_what_changed_moves(case):
+@pytest.fixture(scope="module")
+def grown_on_two_ranks():
+    """Every case of :data:`CASES` grown on two gloo ranks: ``{case: [rank 0's, rank 1's]}``."""
     context = mp.get_context("spawn")
     out = context.Queue()
     port = _free_port()
-    procs = [context.Process(target=_worker, args=(r, 2, port, case, out)) for r in range(2)]
+    procs = [context.Process(target=_worker, args=(r, 2, port, out)) for r in range(2)]
     for p in procs:
         p.start()
-    results = sorted(out.get(timeout=120) for _ in procs)
+    results = sorted(out.get(timeout=180) for _ in range(2 * len(CASES)))
     for p in procs:
         p.join(timeout=60)
         assert p.exitcode == 0
-    (_, spec0, events0, diff, moved, kept), (_, spec1, events1, _, moved1, kept1) = results
+    return {case: [r[2:] for r in results if r[0] == case] for case in CASES}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_every_rank_grows_the_same_net_and_only_what_changed_moves(case, grown_on_two_ranks):
+    (spec0, events0, diff, moved, kept), (spec1, events1, _, moved1, kept1) = grown_on_two_ranks[
+        case
+    ]
     assert spec0 == spec1 and events0 == events1 == 1
     assert diff == 0.0  # the replicas agree exactly after the growth and the steps after it
     assert (moved, kept) == (moved1, kept1)
