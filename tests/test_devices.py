@@ -20,7 +20,7 @@ DEVICES = [
 ]
 
 
-def grow(spec, device, width, epochs=2):
+def assert_grows(spec, device, width, epochs=2):
     """Width growth, then depth growth (a policy widens first, so each alone is certain)."""
     data = datasets.load("digits")
     config = TrainConfig(epochs=epochs, batch_size=64, lr=1e-2, optimizer="adam")
@@ -40,7 +40,7 @@ def grow(spec, device, width, epochs=2):
 @pytest.mark.parametrize("device", DEVICES)
 def test_an_mlp_grows_in_width_and_depth_on_the_device(device):
     width = WidthGrowth("tiny", selection="singular_value", max_neurons=8, samples="fixed")
-    grow(ArchitectureSpec(64, 10, (8,), "relu"), device, width)
+    assert_grows(ArchitectureSpec(64, 10, (8,), "relu"), device, width)
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -49,7 +49,7 @@ def test_a_conv_net_grows_in_channels_and_depth_on_the_device(device):
         "tiny", selection="singular_value", max_neurons=4, statistics_samples=256,
         min_relative_gain=0.0,
     )  # fmt: skip
-    grow(ConvSpec((1, 8, 8), 10, ((4, 4), (6,)), "stride"), device, width, epochs=5)
+    assert_grows(ConvSpec((1, 8, 8), 10, ((4, 4), (6,)), "stride"), device, width, epochs=5)
 
 
 @pytest.mark.parametrize("device", DEVICES)
