@@ -329,6 +329,11 @@ class PipelineConfig(_Section):
         if self.model.family != "cnn":
             return self
         m, s = self.model, self.search
+        if self.screen.width is not None:
+            raise ValueError(
+                "screen.width: projects an MLP's input to fewer features; a conv net is "
+                "screened on its images"
+            )
         if "sensli" in s.insertion:
             if not m.residual and (m.batch_norm or m.activation not in ("relu", "identity")):
                 raise ValueError(

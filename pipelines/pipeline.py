@@ -37,9 +37,6 @@ LOCAL_OBJECT_STORE_BYTES = 500 * 1024**2
 #: poll: 20 reports of a 2-worker job took 72 s here, 32 s at 0.25 s.
 JOB_ENV = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.25"}
 RUNS_DIR = Path("runs")
-SCREEN_SKIPPED_CNN = (
-    "the conv screen is not built yet: every candidate initialization goes on to the search"
-)
 
 
 def keep_ray_on_loopback() -> None:
@@ -204,18 +201,6 @@ def _run_pipeline(
             inits = [Initializer.from_dict(i) for i in done["inits"]]
             depth_caps, summary["screen"] = done["summary"]["depth_caps"], done["summary"]
             console.print(f"screen: finished before; kept {', '.join(done['summary']['kept'])}")
-        elif "screen" in stages and cfg.model.family == "cnn":
-            # the reconstruction screen of conv nets is not built yet (issue 13): said, not hidden
-            summary["screen"] = {
-                "skipped": SCREEN_SKIPPED_CNN,
-                "kept": [i.label for i in inits],
-                "depth_caps": {},
-            }
-            parent.set_tags({"screen": "skipped: conv nets"})
-            console.print(f"screen: skipped, {SCREEN_SKIPPED_CNN}")
-            state.finish(
-                "screen", {"inits": [i.to_dict() for i in inits], "summary": summary["screen"]}
-            )
         elif "screen" in stages:
             from .screening import run_screen
 

@@ -2,10 +2,11 @@
 
 The screened network is the one the search trains: the model's family, activation and width
 (or ``screen.width``, the input randomly projected to it), as deep as growth may take it
-(:func:`screened_candidate`). Each task (1 CPU, one torch thread) runs the
-cascade-reconstruction screen (:func:`growth_core.screen.cascade.screen`) on one candidate; the
-driver joins the rows into a pyarrow Table, writes it atomically as ``screen.parquet``, logs it
-to a child MLflow run with a phase diagram, and keeps the ``keep`` candidates the screen finds
+(:func:`screened_candidate`); a conv model's stages on its images, its last stage deepened.
+Each task (1 CPU, one torch thread) runs the cascade-reconstruction screen
+(:func:`growth_core.screen.cascade.screen`) on one candidate; the driver joins the rows into a
+pyarrow Table, writes it atomically as ``screen.parquet``, logs it to a child MLflow run with
+a phase diagram, and keeps the ``keep`` candidates the screen finds
 most trainable (see :func:`ranked`: the screen's score, then its reference readout, then mean
 field's 6 xi_c). Each kept candidate's decay readout caps its depth in the search
 (:func:`depth_cap`); a candidate whose readout is below the model's starting depth is not kept.
@@ -72,19 +73,34 @@ def _screen_task(candidate: Candidate, data: Dataset, budget: ScreenBudget) -> d
     return candidate_row(candidate, data, budget)
 
 
-def screen_depth(cfg: PipelineConfig) -> int:
-    """The cascade's depth: ``screen.depth``, or the deepest the search may grow the model."""
-    if cfg.screen.depth is not None:
-        return cfg.screen.depth
-    start = len(cfg.model.widths)
-    deepest = cfg.search.max_depth if "sensli" in cfg.search.insertion else start
-    return max(2, start, deepest)
-
-
-def screened_candidate(cfg: PipelineConfig, init: Initializer, input_dim: int) -> Candidate:
-    """The network the screen reads for ``init``: the model's family, activation and width (or
-    ``screen.width``), :func:`screen_depth` layers (blocks)."""
+def start_depth(cfg: PipelineConfig) -> int:
+    """The model's depth as it starts: hidden layers (blocks), or a conv net's convolutions."""
     m = cfg.model
+    return sum(map(len, m.stages)) if m.family == "cnn" else len(m.widths)
+
+
+def screen_depth(cfg: PipelineConfig) -> int:
+    """The cascade's depth: ``screen.depth``, or the deepest the search may grow the model (a
+    residual conv net's rounded up to whole blocks)."""
+    start = start_depth(cfg)
+    if cfg.screen.depth is not None:
+        depth = max(cfg.screen.depth, start if cfg.model.family == "cnn" else 0)
+    else:
+        deepest = cfg.search.max_depth if "sensli" in cfg.search.insertion else start
+        depth = max(2, start, deepest)
+    return depth + depth % 2 if cfg.model.family == "cnn" and cfg.model.residual else depth
+
+
+def screened_candidate(cfg: PipelineConfig, init: Initializer, data: Dataset) -> Candidate:
+    """The network the screen reads for ``init`` on ``data`` (as :func:`screened_data` gives
+    it): the model's family, activation and width (or ``screen.width``), :func:`screen_depth`
+    layers (blocks; a conv net's convolutions)."""
+    m = cfg.model
+    if m.family == "cnn":
+        conv = m.spec(data.input_dim, data.num_classes, data.shape)
+        return Candidate(
+            init, depth=screen_depth(cfg), seed=cfg.screen.seed, activation=m.activation, conv=conv
+        )
     width = cfg.screen.width or (
         (m.width or max(m.widths)) if m.family == "resnet" else m.widths[0]
     )
@@ -107,12 +123,13 @@ def screened_data(cfg: PipelineConfig, data: Dataset) -> Dataset:
     return random_projection(data, width, seed=cfg.screen.seed)
 
 
-def depth_cap(row: dict[str, Any], start: int, deepest: int) -> int | None:
+def depth_cap(row: dict[str, Any], start: int, deepest: int, per_map: int = 1) -> int | None:
     """The deepest the search may grow a candidate: its decay readout, floored, at most
     ``deepest``; ``None`` when the readout is below the model's ``start`` depth (untrainable
-    as it starts)."""
+    as it starts). The readout counts hidden maps; ``per_map`` layers make one (a residual
+    conv net's block is two convolutions)."""
     readout = row["decay_depth"]
-    cap = deepest if not math.isfinite(readout) else min(deepest, int(readout))
+    cap = deepest if not math.isfinite(readout) else min(deepest, int(readout) * per_map)
     return cap if cap >= start else None
 
 
@@ -168,14 +185,15 @@ def run_screen(
             run.log_datasets([dataset_input])
         budget = budget_of(cfg)
         data = screened_data(cfg, data if data is not None else trials.load_data(cfg.data))
-        candidates = {i.label: screened_candidate(cfg, i, data.input_dim) for i in inits}
+        candidates = {i.label: screened_candidate(cfg, i, data) for i in inits}
         probe = next(iter(candidates.values()))
+        probe_spec = probe.spec(data.input_dim, data.num_classes)
         run.log_params(
             {
                 "depth": probe.depth,
-                "width": probe.width,
+                "network": probe_spec.describe(),
                 "activation": probe.activation,
-                "residual": probe.residual,
+                "residual": probe_spec.residual,
                 "projected_features": data.input_dim,
                 "candidates": len(inits),
                 **budget.__dict__,
@@ -191,10 +209,11 @@ def run_screen(
             advance()
         table = rows_table([rows_by_label[i.label] for i in inits])
         path = write_table(table, workdir / TABLE_FILE)
-        start, deepest = len(cfg.model.widths), min(probe.depth, cfg.search.max_depth)
+        start, deepest = start_depth(cfg), min(probe.depth, cfg.search.max_depth)
+        per_map = 2 if probe.family == "cnn" and probe_spec.residual else 1
         caps = {}
         for r in ranked(table):
-            cap = depth_cap(r, start, deepest)
+            cap = depth_cap(r, start, deepest, per_map)
             if cap is not None and len(caps) < cfg.screen.keep:
                 caps[_initializer(r).label] = cap
         if not caps:

@@ -1,6 +1,7 @@
 """Screening many candidate initializations into one pyarrow Table.
 
-A :class:`Candidate` is an initializer at a depth and width; :func:`screen_candidates` screens
+A :class:`Candidate` is an initializer at a depth and width (of an MLP, or of a conv net it is
+given the stages of); :func:`screen_candidates` screens
 each (:func:`~.cascade.screen`) and returns one row per candidate. A row is also available
 alone (:func:`candidate_row`), so a distributed caller can screen one candidate per task and
 join the rows with :func:`rows_table`. Extra per-candidate columns (zero-cost proxies, say) are
@@ -17,13 +18,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ..conv_spec import ConvSpec
 from ..data import Dataset
 from ..init import Initializer
 from ..io import atomic_write
@@ -40,7 +42,7 @@ SCREEN_SCHEMA = pa.schema(
         # the candidate
         ("kind", pa.string()), ("sigma_w2", pa.float64()), ("sigma_b2", pa.float64()),
         ("depth", pa.int64()), ("width", pa.int64()), ("residual", pa.bool_()),
-        ("activation", pa.string()), ("seed", pa.int64()),
+        ("activation", pa.string()), ("seed", pa.int64()), ("family", pa.string()),
         # the cascade's curve and its readouts
         ("kl", pa.list_(pa.float64())), ("curve", pa.list_(pa.float64())),
         ("reference_depth", pa.int64()), ("crossing_depth", pa.float64()),
@@ -57,7 +59,12 @@ ExtraColumn = Callable[["Candidate", Dataset], float | int]
 @dataclass(frozen=True)
 class Candidate:
     """An initializer at a depth and width: a tanh MLP (or residual MLP) of ``depth`` hidden
-    layers (blocks) of ``width`` units, ``None`` meaning the input's width, drawn with ``seed``."""
+    layers (blocks) of ``width`` units, ``None`` meaning the input's width, drawn with ``seed``.
+
+    With ``conv``, a conv net instead: ``conv``'s stages deepened to ``depth`` convolutions (the
+    last stage repeats its last convolution, a residual one its last block), with the
+    candidate's activation; ``width`` and ``residual`` then come from ``conv``.
+    """
 
     initializer: Initializer
     depth: int
@@ -66,6 +73,7 @@ class Candidate:
     seed: int = 0
     activation: str = ACTIVATION
     """The screened network's activation: the paper's tanh, or the one the search trains."""
+    conv: ConvSpec | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.initializer, Initializer):
@@ -84,14 +92,61 @@ class Candidate:
                 f"candidate.activation: expected one of {', '.join(ACTIVATIONS)}, "
                 f"got {self.activation!r}"
             )
+        if self.conv is not None:
+            self._check_conv()
 
-    def spec(self, input_dim: int, output_dim: int) -> ArchitectureSpec:
+    def _check_conv(self) -> None:
+        if not isinstance(self.conv, ConvSpec):
+            raise ScreenError(
+                f"candidate.conv: expected a ConvSpec, got {type(self.conv).__name__}"
+            )
+        if self.initializer.needs_data:
+            raise ScreenError(
+                f"candidate.initializer: {self.initializer.kind!r} draws feedforward networks "
+                "only, not conv nets"
+            )
+        if self.width is not None or self.residual:
+            raise ScreenError(
+                "candidate.width: a conv candidate's channels and form come from candidate.conv"
+            )
+        if self.depth < self.conv.depth:
+            raise ScreenError(
+                f"candidate.depth: {self.depth} convolutions, fewer than the "
+                f"{self.conv.depth} of candidate.conv"
+            )
+        if self.conv.residual and self.depth % 2:
+            raise ScreenError(
+                f"candidate.depth: a residual conv net grows by blocks of two convolutions; "
+                f"got {self.depth}"
+            )
+
+    @property
+    def family(self) -> str:
+        """``"cnn"`` for a conv candidate, else ``"mlp"`` (residual or not)."""
+        return "mlp" if self.conv is None else self.conv.family
+
+    def spec(self, input_dim: int, output_dim: int) -> ArchitectureSpec | ConvSpec:
         """The architecture this candidate screens on data of ``input_dim`` features."""
+        if self.conv is not None:
+            return self._conv_spec(input_dim, output_dim)
         width = self.width or input_dim
         widths = (width,) * self.depth
         if self.residual:
             return ArchitectureSpec(input_dim, output_dim, widths, self.activation, True, width)
         return ArchitectureSpec(input_dim, output_dim, widths, self.activation)
+
+    def _conv_spec(self, input_dim: int, output_dim: int) -> ConvSpec:
+        conv = self.conv
+        if conv.input_dim != input_dim:
+            raise ScreenError(
+                f"candidate.conv.input_shape: {list(conv.input_shape)} is {conv.input_dim} "
+                f"features, but the data has {input_dim}"
+            )
+        last = conv.stages[-1]
+        repeat = last[-2:] if conv.residual else last[-1:]
+        extra = (self.depth - conv.depth) // len(repeat)
+        stages = (*conv.stages[:-1], last + repeat * extra)
+        return replace(conv, output_dim=output_dim, stages=stages, activation=self.activation)
 
     def network(self, data: Dataset) -> Net:
         """The network the screen sees: ``build(spec)`` drawn by the initializer with ``seed``
@@ -115,15 +170,20 @@ def candidate_row(
     spec = candidate.spec(data.input_dim, data.num_classes)
     result = screen(spec, candidate.initializer, data, budget, seed=candidate.seed)
     init = candidate.initializer
+    if isinstance(spec, ConvSpec):
+        width = max(spec.widths)
+    else:
+        width = spec.width if spec.residual else spec.widths[0]
     row: dict[str, Any] = {
         "kind": init.kind,
         "sigma_w2": float(init.sigma_w2),
         "sigma_b2": float(init.sigma_b2),
         "depth": candidate.depth,
-        "width": spec.width if spec.residual else spec.widths[0],
-        "residual": candidate.residual,
+        "width": width,
+        "residual": spec.residual,
         "activation": candidate.activation,
         "seed": candidate.seed,
+        "family": candidate.family,
         "kl": list(result.kl),
         "curve": list(result.curve),
         "reference_depth": result.reference_depth,

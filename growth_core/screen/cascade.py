@@ -2,9 +2,10 @@
 
 An untrained network is frozen. One decoder per hidden representation, ``tanh(h_l W_l + b_l)``,
 learns to map representation ``l`` back to representation ``l - 1`` (the input for ``l = 0``)
-with Adam and the MSE. Chaining decoders ``l, l - 1, ..., 0`` reconstructs the input from
-layer ``l``; the relative entropy of that reconstruction, read over depth, says how deep the
-input survives, and so how deep the network can be trained (see :mod:`.entropy`).
+with Adam and the MSE (a conv net's decoders are transposed convolutions: :mod:`.conv_cascade`).
+Chaining decoders ``l, l - 1, ..., 0`` reconstructs the input from layer ``l``; the relative
+entropy of that reconstruction, read over depth, says how deep the input survives, and so how
+deep the network can be trained (see :mod:`.entropy`).
 
 The decoders are independent given the frozen activations, so they train together: their
 weights are one stacked tensor ``(layers - 1, width, width)``; a step is one batched product
@@ -36,11 +37,13 @@ import torch
 from torch import Tensor, nn
 
 from .._checks import require_int
+from ..conv_spec import ConvSpec
 from ..data import Dataset
 from ..flops import forward_flops
 from ..init import Initializer, orthonormal
 from ..nets import Net, build
 from ..spec import ArchitectureSpec
+from . import conv_cascade
 from .entropy import (
     crossing_depth,
     decay_depth,
@@ -110,7 +113,7 @@ class ScreenResult:
 
 
 def screen(
-    spec: ArchitectureSpec,
+    spec: ArchitectureSpec | ConvSpec,
     initializer: Initializer,
     data: Dataset | Tensor,
     budget: ScreenBudget | None = None,
@@ -120,9 +123,10 @@ def screen(
     """Screen ``build(spec)`` initialized by ``initializer`` with ``seed``.
 
     ``data`` is a :class:`~growth_core.data.Dataset` (decoders train on ``x_train``, the curve is
-    read on ``x_test``) or one ``(n, input_dim)`` tensor used for both. The hidden layers must
-    share one width (a residual net's stream always does); the first may change the width, as a
-    random projection of a wide input.
+    read on ``x_test``) or one ``(n, input_dim)`` tensor used for both (a conv net reads its rows
+    as images of ``spec.input_shape``). An MLP's hidden layers must share one width (a residual
+    net's stream always does); the first may change the width, as a random projection of a wide
+    input. A conv net's maps may differ in channels and resolution (:mod:`.conv_cascade`).
     """
     start = time.perf_counter()
     budget = ScreenBudget() if budget is None else budget
@@ -131,7 +135,11 @@ def screen(
 
     net = initializer.apply_on(build(spec), seed=seed, inputs=x_train)
     net = net.requires_grad_(False).eval()
-    decoders = _Decoders(spec, generator=stream_generator(seed, stream=1))
+    generator = stream_generator(seed, stream=1)
+    if isinstance(spec, ConvSpec):
+        decoders = conv_cascade.ConvDecoders(spec, generator=generator)
+    else:
+        decoders = _Decoders(spec, generator=generator)
     steps, samples = _train(net, decoders, x_train, budget, stream_generator(seed, stream=2))
     kl = _cascade_kl(net, decoders, x_eval)  # (images, depths)
 
@@ -143,7 +151,7 @@ def screen(
         reference_depth=saturation_depth(curve),
         crossing_depth=crossing_depth(curve),
         decay_depth=decay,
-        score=decay / spec.depth,
+        score=decay / len(curve) if isinstance(spec, ConvSpec) else decay / spec.depth,
         flops=screen_flops(spec, samples, len(x_eval)),
         seconds=time.perf_counter() - start,
         steps=steps,
@@ -178,7 +186,7 @@ def random_projection(data: Dataset, width: int, *, seed: int = 0) -> Dataset:
     )
 
 
-def screen_flops(spec: ArchitectureSpec, trained_samples: int, eval_images: int) -> int:
+def screen_flops(spec: ArchitectureSpec | ConvSpec, trained_samples: int, eval_images: int) -> int:
     """FLOPs of a screen that trained on ``trained_samples`` samples (over all steps) and read
     the curve on ``eval_images`` images, counted as :mod:`growth_core.flops` counts them.
 
@@ -187,6 +195,8 @@ def screen_flops(spec: ArchitectureSpec, trained_samples: int, eval_images: int)
     forward pass, then the cascade, which applies the decoder of representation ``i`` to the
     ``L - i`` chains that start at it or deeper.
     """
+    if isinstance(spec, ConvSpec):
+        return conv_cascade.screen_flops(spec, trained_samples, eval_images)
     stream, input_decoder = _stream_shape(spec)
     layers, width = stream
     decoder_macs = input_decoder + (layers - 1) * width * width
@@ -221,6 +231,10 @@ class _Decoders(nn.Module):
         for parameter in self.parameters():
             parameter.grad = torch.zeros_like(parameter)  # written in place by write_gradients()
         self.scaled = False
+
+    def stream(self, hidden: list[Tensor]) -> Tensor:
+        """The hidden representations as the decoders read them: ``(layers, batch, width)``."""
+        return torch.stack(hidden)
 
     def set_scales(self, x: Tensor, hidden: Tensor) -> None:
         """Fix each decoder's output scale from its targets ``x`` ``(batch, input_dim)`` and
@@ -292,14 +306,18 @@ def _uniform(shape: tuple[int, ...], fan_in: int, generator: torch.Generator) ->
 
 @torch.no_grad()
 def _train(
-    net: Net, decoders: _Decoders, x: Tensor, budget: ScreenBudget, generator: torch.Generator
+    net: Net,
+    decoders: _Decoders | conv_cascade.ConvDecoders,
+    x: Tensor,
+    budget: ScreenBudget,
+    generator: torch.Generator,
 ) -> tuple[int, int]:
     """Train every decoder on the frozen net's activations; returns (steps, samples seen)."""
     optimizer = torch.optim.Adam(decoders.parameters(), lr=LEARNING_RATE, fused=True)
     steps = samples = 0
     for batch in _batches(x, budget, generator):
         _, hidden = net.forward_with_hidden(batch)
-        stream = torch.stack(hidden)  # (layers, batch, width)
+        stream = decoders.stream(hidden)
         if not decoders.scaled:
             decoders.set_scales(batch, stream)
         decoders.write_gradients(batch, stream)
@@ -321,12 +339,12 @@ def _batches(x: Tensor, budget: ScreenBudget, generator: torch.Generator) -> Ite
 
 
 @torch.inference_mode()
-def _cascade_kl(net: Net, decoders: _Decoders, x: Tensor) -> Tensor:
+def _cascade_kl(net: Net, decoders: _Decoders | conv_cascade.ConvDecoders, x: Tensor) -> Tensor:
     """The relative entropy of every image's reconstruction from every depth, ``(images, L)``."""
     parts = []
     for chunk in x.split(EVAL_CHUNK):
         _, hidden = net.forward_with_hidden(chunk)
-        reconstruction = decoders.reconstruct(torch.stack(hidden))  # (L, chunk, input_dim)
+        reconstruction = decoders.reconstruct(decoders.stream(hidden))  # (L, chunk, input_dim)
         parts.append(relative_entropy(chunk, reconstruction).T)
     return torch.cat(parts)
 
@@ -349,26 +367,31 @@ def stream_generator(seed: int, *, stream: int) -> torch.Generator:
 
 
 def _check_inputs(
-    spec: ArchitectureSpec,
+    spec: ArchitectureSpec | ConvSpec,
     initializer: Initializer,
     data: Dataset | Tensor,
     budget: ScreenBudget,
     seed: int,
 ) -> tuple[Tensor, Tensor]:
     """Validate every argument of :func:`screen`; returns (training inputs, evaluation inputs)."""
-    if not isinstance(spec, ArchitectureSpec):
-        raise ScreenError(f"spec: expected an ArchitectureSpec, got {type(spec).__name__}")
+    if not isinstance(spec, ArchitectureSpec | ConvSpec):
+        raise ScreenError(
+            f"spec: expected an ArchitectureSpec or a ConvSpec, got {type(spec).__name__}"
+        )
     if not isinstance(initializer, Initializer):
         raise ScreenError(f"initializer: expected an Initializer, got {type(initializer).__name__}")
     if not isinstance(budget, ScreenBudget):
         raise ScreenError(f"budget: expected a ScreenBudget, got {type(budget).__name__}")
     check_int("seed", seed, 0)
-    if not spec.residual and len(set(spec.widths)) > 1:
+    if isinstance(spec, ConvSpec):
+        if len(conv_cascade.geometries(spec)) < 2:
+            raise ScreenError("spec.stages: a cascade needs at least two hidden maps")
+    elif not spec.residual and len(set(spec.widths)) > 1:
         raise ScreenError(
             f"spec.widths: the screen stacks one decoder per layer and needs equal hidden widths, "
             f"got {list(spec.widths)}"
         )
-    if _stream_shape(spec)[0][0] < 2:
+    elif _stream_shape(spec)[0][0] < 2:
         raise ScreenError("spec.widths: a cascade needs at least two hidden layers")
     if isinstance(data, Dataset):
         pairs = (("data.x_train", data.x_train), ("data.x_test", data.x_test))

@@ -7,13 +7,14 @@ from pathlib import Path
 
 import mlflow
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 from mlflow.tracking import MlflowClient
 from rich.console import Console
 
 from growth_core.conv_spec import ConvSpec
 from pipelines.config import ConfigError, validate
-from pipelines.pipeline import SCREEN_SKIPPED_CNN, run_pipeline
+from pipelines.pipeline import run_pipeline
 from pipelines.tracking import load_model
 
 pytestmark = pytest.mark.slow
@@ -22,7 +23,11 @@ CNN = {
     "name": "tiny-cnn",
     "data": {"dataset": "digits"},
     "model": {"family": "cnn", "stages": [[4, 4], [6]], "downsample": "stride", "batch_norm": True},
-    "screen": {"candidates": [{"kind": "kaiming"}, {"kind": "gaussian", "sigma_w2": 2.0}]},
+    "screen": {
+        "candidates": [{"kind": "kaiming"}, {"kind": "gaussian", "sigma_w2": 0.5}],
+        "steps": 40,
+        "eval_images": 100,
+    },
     "search": {
         "trials": 2,
         "epochs": 2,
@@ -46,8 +51,12 @@ def test_a_cnn_pipeline_grows_channels_under_ddp_and_registers_a_conv_net(
     summary = run_pipeline(
         validate(CNN), ("screen", "search", "final"), console=Console(quiet=True)
     )
-    assert summary["screen"]["skipped"] == SCREEN_SKIPPED_CNN
-    assert len(summary["screen"]["kept"]) == 2  # every candidate goes on to the search
+    table = pq.read_table(summary["screen"]["table"]).to_pylist()  # the conv net screened
+    assert [(r["family"], r["depth"], len(r["kl"])) for r in table] == [("cnn", 3, 3)] * 2
+    assert summary["screen"]["kept"] and set(summary["screen"]["kept"]) <= {
+        "kaiming",
+        "gaussian(sw2=0.5,sb2=0)",
+    }
     final = summary["final"]
     start = ConvSpec((1, 8, 8), 10, ((4, 4), (6,)), "stride", batch_norm=True)
     lines = final["growth"]
