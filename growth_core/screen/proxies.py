@@ -18,9 +18,13 @@ it:
   ``R = 1^T |W_n| ... |W_1| 1``, and the score is ``sum_theta theta dR/dtheta`` over the
   weights; returned as its natural log, since over depth it spans hundreds of decades.
 
-Each takes a network (``Net``) and, where it needs data, a batch. :func:`proxy_columns` wraps
-them as ``extra_columns`` of :func:`~.candidates.screen_candidates`, scoring the very network
-the screen sees.
+A conv net's units are its channels at every position (NASWOT's codes); its synaptic flow runs
+the linearized convolutions on an all-ones image (a 2x2 max pool of non-negative maps kept as it
+is, global average pooling before the head), as Tanaka et al. score their VGGs and ResNets.
+
+Each takes a network (``Net`` or a conv net) and, where it needs data, a batch.
+:func:`proxy_columns` wraps them as ``extra_columns`` of :func:`~.candidates.screen_candidates`,
+scoring the very network the screen sees.
 
 Example::
 
@@ -35,6 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..conv_nets import ConvNet, ResidualConvNet, as_images
 from ..data import Dataset
 from ..flops import parameter_count
 from ..nets import MLP, Net, ResidualMLP
@@ -61,8 +66,11 @@ def activation_codes(net: Net, x: Tensor) -> Tensor:
     """Which units are active (pre-activation ``> 0``) for each input: ``(batch, units)`` bool.
 
     The units are every hidden layer's of an MLP; a residual MLP's input layer's and every
-    block's first layer's (the only places its activation acts).
+    block's first layer's (the only places its activation acts); every convolution's channels at
+    every position of a plain conv net, every block's first convolution's of a residual one.
     """
+    if isinstance(net, ConvNet | ResidualConvNet):
+        return _conv_codes(net, x)
     codes = []
     if isinstance(net, MLP):
         for layer in net.hidden:
@@ -79,6 +87,23 @@ def activation_codes(net: Net, x: Tensor) -> Tensor:
             x = x + block.fc2(block.act(pre))
     else:
         raise ScreenError(f"net: expected an MLP or a ResidualMLP, got {type(net).__name__}")
+    return torch.cat(codes, dim=1)
+
+
+def _conv_codes(net: ConvNet | ResidualConvNet, x: Tensor) -> Tensor:
+    x, codes = as_images(x, net.spec), []
+    if isinstance(net, ConvNet):
+        for layer, pool in zip(net.layers, net._pool_before, strict=True):
+            pre = layer(F.max_pool2d(x, 2) if pool else x)
+            codes.append((pre > 0).flatten(1))
+            x = net.act(pre)
+    else:
+        for block in net.blocks:
+            x = F.max_pool2d(x, 2) if block.pool_before else x
+            pre = block.conv1(x)
+            codes.append((pre > 0).flatten(1))
+            skip = x if block.shortcut is None else block.shortcut(x)
+            x = skip + block.conv2(block.act(pre))
     return torch.cat(codes, dim=1)
 
 
@@ -109,6 +134,8 @@ def log_synflow(net: Net) -> float:
     any depth. For an MLP ``R`` is linear in each layer's weights, so the score is exactly
     ``(hidden layers + 1) R``; a residual MLP's paths along the skip connections count too.
     """
+    if isinstance(net, ConvNet | ResidualConvNet):
+        return _conv_log_synflow(net)
     if isinstance(net, MLP):
         maps = [[layer.weight] for layer in net.hidden]
         skips = [False] * len(maps)
@@ -136,6 +163,50 @@ def log_synflow(net: Net) -> float:
         log_scale += math.log(norm)
     grads = torch.autograd.grad(v.sum(), weights)
     flow = sum(float((w.detach() * g).sum()) for w, g in zip(weights, grads, strict=True))
+    return math.log(flow) + log_scale if flow > 0 else -math.inf
+
+
+def _conv_log_synflow(net: ConvNet | ResidualConvNet) -> float:
+    """:func:`log_synflow` of a conv net: every convolution (and shortcut) with ``|W|``, no bias,
+    no activation or batch norm, on an all-ones image; the map renormalized by its sum after
+    every layer (block); global average pooling, then ``|W_out|``."""
+    convs = [c.conv for c in net.conv_layers()]
+    if isinstance(net, ResidualConvNet):
+        convs += [b.shortcut.conv for b in net.blocks if b.shortcut is not None]
+    convs.append(net.out)
+    weights = {id(m): m.weight.detach().double().abs().requires_grad_() for m in convs}
+
+    def conv(layer, v: Tensor) -> Tensor:
+        c = layer.conv
+        return F.conv2d(v, weights[id(c)], stride=c.stride, padding=c.padding)
+
+    v = torch.ones(1, *net.spec.input_shape, dtype=torch.float64)
+    log_scale = 0.0
+    if isinstance(net, ConvNet):
+        steps = [
+            (lambda v, layer=layer, pool=pool: conv(layer, F.max_pool2d(v, 2) if pool else v))
+            for layer, pool in zip(net.layers, net._pool_before, strict=True)
+        ]
+    else:
+
+        def block_step(v: Tensor, block) -> Tensor:
+            v = F.max_pool2d(v, 2) if block.pool_before else v
+            skip = v if block.shortcut is None else conv(block.shortcut, v)
+            return skip + conv(block.conv2, conv(block.conv1, v))
+
+        steps = [lambda v, block=block: block_step(v, block) for block in net.blocks]
+    for step in steps:
+        v = step(v)
+        norm = float(v.detach().sum())
+        if norm == 0.0:
+            return -math.inf
+        v = v / norm
+        log_scale += math.log(norm)
+    r = (v.mean(dim=(2, 3)) @ weights[id(net.out)].T).sum()
+    flow = sum(
+        float((w.detach() * g).sum())
+        for w, g in zip(weights.values(), torch.autograd.grad(r, list(weights.values())))
+    )
     return math.log(flow) + log_scale if flow > 0 else -math.inf
 
 

@@ -1,4 +1,5 @@
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -145,3 +146,55 @@ def test_bad_input_is_named():
         naswot(torch.nn.Linear(2, 2), torch.randn(3, 2))
     with pytest.raises(ScreenError, match="data: expected a Dataset"):
         proxy_columns()["naswot"](Candidate(Initializer(), depth=2), torch.randn(3, 2))
+
+
+# -- conv nets ---------------------------------------------------------------------------------
+
+
+def _conv_spec(**kw):
+    from growth_core.conv_spec import ConvSpec
+
+    return ConvSpec((2, 6, 6), 3, ((3, 3), (4,)), activation="tanh", **kw)
+
+
+def test_conv_codes_are_every_channel_at_every_position():
+    spec = _conv_spec(downsample="pool")
+    net = build(spec)
+    x = torch.randn(5, spec.input_dim)
+    codes = activation_codes(net, x)
+    assert codes.shape == (5, 3 * 36 + 3 * 36 + 4 * 9)
+    first = net.layers[0](x.reshape(5, 2, 6, 6)) > 0
+    assert torch.equal(codes[:, : 3 * 36], first.flatten(1))
+    residual = build(replace(spec, stages=((3, 2), (4, 4)), residual=True))
+    assert activation_codes(residual, x).shape == (5, 3 * 36 + 4 * 9)  # conv1 of each block
+
+
+def test_conv_synflow_is_layers_plus_one_times_the_linearized_flow():
+    spec = _conv_spec(downsample="stride")
+    net = build(spec)
+    v = torch.ones(1, 2, 6, 6, dtype=torch.float64)
+    net.requires_grad_(False)
+    for layer in net.layers:  # R of the linearized net, no renormalization (it is small here)
+        c = layer.conv
+        v = torch.nn.functional.conv2d(
+            v, c.weight.double().abs(), stride=c.stride, padding=c.padding
+        )
+    r = float((v.mean(dim=(2, 3)) @ net.out.weight.double().abs().T).sum())
+    assert log_synflow(net) == pytest.approx(math.log((3 + 1) * r), rel=1e-9)
+
+
+def test_proxies_score_conv_candidates():
+    from growth_core.conv_spec import ConvSpec
+    from growth_core.data import digits
+
+    conv = ConvSpec((1, 8, 8), 10, ((4,), (4, 4)), activation="tanh", downsample="pool")
+    candidates = [Candidate(Initializer("gaussian", s, 0.05), depth=4, conv=conv) for s in (1, 4)]
+    table = screen_candidates(
+        candidates,
+        digits(),
+        ScreenBudget(max_steps=2, eval_images=10),
+        extra_columns=proxy_columns(),
+    )
+    rows = table.to_pylist()
+    assert all(math.isfinite(r["grad_norm"]) and math.isfinite(r["log_synflow"]) for r in rows)
+    assert rows[0]["log_synflow"] < rows[1]["log_synflow"]  # larger weights, more flow
