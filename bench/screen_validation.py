@@ -58,7 +58,9 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import _common
@@ -268,32 +270,38 @@ def _candidate(sigma_w2: float, depth: int, seed: int, activation: str) -> Candi
     return Candidate(initializer, depth=depth, seed=seed, activation=activation)
 
 
+#: ``(sigma_w2, depth, seed) -> Candidate``: the network of one cell (the row's family).
+CandidateOf = Callable[[float, int, int], Candidate]
+
+
 # -- the screen, mean field and proxies ---------------------------------------------------------
 
 
 def screens(
-    data: datasets.Dataset, grid: Grid, budget: ScreenBudget, activation: str
+    data: datasets.Dataset, grid: Grid, budget: ScreenBudget, candidate_of: CandidateOf
 ) -> list[list]:
     """One cascade of depth ``grid.screen_depth`` per (sigma_w2, seed): ``[i][k]``."""
     out = []
     for sigma_w2 in grid.sigma_w2:
         row = []
         for k in range(grid.seeds):
-            candidate = _candidate(sigma_w2, grid.screen_depth, grid.first_seed + k, activation)
+            candidate = candidate_of(sigma_w2, grid.screen_depth, grid.first_seed + k)
             spec = candidate.spec(data.input_dim, data.num_classes)
             row.append(screen(spec, candidate.initializer, data, budget, seed=candidate.seed))
         out.append(row)
     return out
 
 
-def proxy_scores(data: datasets.Dataset, grid: Grid, activation: str) -> dict[str, np.ndarray]:
+def proxy_scores(
+    data: datasets.Dataset, grid: Grid, candidate_of: CandidateOf
+) -> dict[str, np.ndarray]:
     """Every proxy on every cell's network, ``(sigma_w2, depth, seed)`` each."""
     columns = proxy_columns()
     out = {name: np.zeros((len(grid.sigma_w2), len(grid.depths), grid.seeds)) for name in columns}
     for i, sigma_w2 in enumerate(grid.sigma_w2):
         for j, depth in enumerate(grid.depths):
             for k in range(grid.seeds):
-                candidate = _candidate(sigma_w2, depth, grid.first_seed + k, activation)
+                candidate = candidate_of(sigma_w2, depth, grid.first_seed + k)
                 for name, column in columns.items():
                     out[name][i, j, k] = column(candidate, data)
     return out
@@ -578,21 +586,36 @@ def load(dataset: str, args, grid: Grid) -> datasets.Dataset:
     return random_projection(mnist, MNIST_WIDTH, seed=0)
 
 
-def run_row(name: str, data: datasets.Dataset, grid: Grid, rng) -> dict:
-    """Ground truth, screen, proxies and their statistics for row ``name`` of :data:`ROWS`."""
-    row = ROWS[name]
-    budget = grid.budgets[row.dataset]
+def run_row(
+    name: str,
+    data: datasets.Dataset,
+    grid: Grid,
+    rng,
+    *,
+    activation: str | None = None,
+    budget: ScreenBudget | None = None,
+    candidate_of: CandidateOf | None = None,
+    truth: Callable[[datasets.Dataset, Grid], tuple[np.ndarray, int]] | None = None,
+) -> dict:
+    """Ground truth, screen, proxies and their statistics for row ``name``: by default the MLP
+    row of :data:`ROWS`; another family passes its activation, screen budget, cells' candidates
+    and ground truth (``bench/conv_screen_validation.py``)."""
+    if activation is None:
+        activation = ROWS[name].activation
+        budget = grid.budgets[ROWS[name].dataset]
+        candidate_of = partial(_candidate, activation=activation)
+        truth = partial(ground_truth, activation=activation)
     clock = time.perf_counter()
-    accuracy, train_flops = ground_truth(data, grid, row.activation)
+    accuracy, train_flops = truth(data, grid)
     train_seconds = time.perf_counter() - clock
     clock = time.perf_counter()
-    results = screens(data, grid, budget, row.activation)
+    results = screens(data, grid, budget, candidate_of)
     screen_seconds = time.perf_counter() - clock
     clock = time.perf_counter()
-    proxies = proxy_scores(data, grid, row.activation)
+    proxies = proxy_scores(data, grid, candidate_of)
     proxy_seconds = time.perf_counter() - clock
 
-    scores = readouts(results, grid, row.activation) | proxies
+    scores = readouts(results, grid, activation) | proxies
     rows = analyse(name, scores, accuracy, grid, rng)
     per_sigma = where_wrong(name, scores, accuracy, grid)
     by = {r["readout"]: r for r in rows}
