@@ -4,9 +4,10 @@ same start in the same run, on the MNIST images (1x28x28).
 
 Rows, each seed fixing the initial draw (PyTorch's default) and the batch order of our rows:
 
-- ``big fixed``: stages (32, 32) and (64, 64) with a 2x2 max pool between, ReLU, global average
-  pooling and a linear head, no batch norm (a plain net with it admits no identity layer, and
-  GroMo's start has none either); Adam, batch 128;
+- ``big fixed``: stages (32, 32) and (64, 64), the second at half the resolution (``--downsample
+  stride``, the default: its first convolution strides by 2; ``pool``: a 2x2 max pool before
+  it), ReLU, global average pooling and a linear head, no batch norm (a plain net with it
+  admits no identity layer, and GroMo's start has none either); Adam, batch 128;
 - ``tiny``: the same net at 1/8 of its channels, (4, 4) and (8, 8), grown with
   :class:`~growth_core.growth.DepthWidthPolicy`: width first (TINY on conv sites, GroMo's
   singular-value threshold, no bar on the first-order gain (see ``pipelines/configs/
@@ -24,8 +25,10 @@ includes them, ``growth_share_of_flops`` is their share of the grown run's. Summ
 over seeds: ``acc_gap_vs_big``, ``acc_gap_vs_same_size_scratch`` and ``acc_gap_vs_gromo`` in
 points of test accuracy (``null`` without GroMo installed), ``flops_ratio_vs_big``,
 ``growth_share_of_flops``. Where a site is: a convolution followed by one that reads its map
-directly (no pool between), so the last convolution of each stage keeps its channels unless a
-layer is inserted after it.
+directly (no pool between): with stride downsampling every convolution but the last; with
+pooling the last convolution of each stage keeps its channels unless a layer is inserted after
+it. GroMo's ``VGG`` downsamples by pooling only, so under ``stride`` its start differs from ours
+in that alone (same channels, same sites but the one across the stages).
 """
 
 from __future__ import annotations
@@ -72,14 +75,15 @@ class Setting:
     batch_size: int = 128
     train_subset: int | None = None
     test_subset: int | None = None
+    downsample: str = "stride"
 
 
 QUICK = dict(epochs=2, decisions=6, statistics_samples=200, seeds=1, train_subset=12_000,
              test_subset=2000)  # fmt: skip
 
 
-def spec_of(stages, data: Dataset) -> ConvSpec:
-    return ConvSpec(data.shape, data.num_classes, stages, "pool", "relu")
+def spec_of(stages, data: Dataset, s: Setting) -> ConvSpec:
+    return ConvSpec(data.shape, data.num_classes, stages, s.downsample, "relu")
 
 
 def config(data: Dataset, s: Setting, seed: int) -> TrainConfig:
@@ -122,7 +126,7 @@ def grown(data: Dataset, s: Setting, seed: int, budget: int) -> dict:
         budget=Budget(max_flops=budget),
         seed=seed,
     )
-    return run(spec_of(START, data), data, s, seed, policy)
+    return run(spec_of(START, data, s), data, s, seed, policy)
 
 
 # -- the peer: GroMo 0.1.0 -------------------------------------------------------------------------
@@ -208,9 +212,12 @@ def load(s: Setting, data_dir) -> Dataset | None:
 
 
 def main() -> None:
-    args = _common.parser(NAME, __doc__).parse_args()
+    cli = _common.parser(NAME, __doc__)
+    cli.add_argument("--downsample", choices=("stride", "pool"), default="stride")
+    args = cli.parse_args()
     _common.setup()
     s = replace(Setting(), **QUICK) if args.quick else Setting()
+    s = replace(s, downsample=args.downsample)
     if args.seeds:
         s = replace(s, seeds=args.seeds)
     data = load(s, args.data_dir)
@@ -218,7 +225,7 @@ def main() -> None:
         print("no MNIST parquet files: pass --data-dir")
         return
     started = time.perf_counter()
-    big_spec = spec_of(BIG, data)
+    big_spec = spec_of(BIG, data, s)
     budget = int(BUDGET_RATIO * s.epochs * math.ceil(data.n_train / s.batch_size)
                  * train_step_flops(big_spec, s.batch_size))  # fmt: skip
     runs: dict[str, list[dict]] = {"big fixed": [], "tiny": [], "tiny scratch": [], "gromo": []}
@@ -255,7 +262,7 @@ def main() -> None:
         / parameter_count(big_spec),
     }
     cfg = {
-        **vars(s), "big": big_spec.describe(), "start": spec_of(START, data).describe(),
+        **vars(s), "big": big_spec.describe(), "start": spec_of(START, data, s).describe(),
         "budget_ratio": BUDGET_RATIO, "max_channels": MAX_CHANNELS, "max_depth": MAX_DEPTH,
         "quick": args.quick,
         "events": {i: r["events"] for i, r in enumerate(tiny)},
