@@ -20,7 +20,9 @@ seeded generator) and scores its share of them; the statistics, losses and sensi
 added up over the processes before they are read, so the decision is the one a single process
 would take on all the samples (up to the order of the float additions) and every process takes
 it alike. The budget checks read the largest process's scoring cost; each process's decision
-counts its own passes.
+counts its own passes. One exception to "the same decision": batch norm in training mode
+normalizes by the scoring batch, and a process's batches are cut from its share, not from the
+whole draw, so a conv net with batch norm decides as one process would with other batches.
 
 The settings are plain data: ``DepthWidthPolicy.from_dict(policy.to_dict())`` rebuilds the
 policy (:meth:`DepthWidthPolicy.to_dict` documents the layout), which is how a pipeline
