@@ -2,7 +2,8 @@
 
 ``TorchTrainer`` with ``ScalingConfig(num_workers=N, use_gpu=...)`` (gloo on CPU, nccl on GPU,
 one GPU per worker, :func:`gpu_plan`). Each worker trains on its shard of the training set;
-growth is decided by rank 0 and applied by all (:mod:`pipelines.distributed`). The search's
+each growth decision is scored by every worker on its share of the samples, the statistics
+all-reduced, and rank 0's decision is applied by all (:mod:`pipelines.distributed`). The search's
 validation split is held out again (the final's validation accuracy is then comparable with the
 trial's) and the test split is evaluated too, after every epoch. Rank 0 logs metrics to the final
 MLflow run.
@@ -45,8 +46,9 @@ from .tracking import (
     tracking_uri,
 )
 
-#: Training FLOPs, named for what they count: every worker's steps, or rank 0's alone (its shard
-#: of the steps and every growth decision's scoring, which rank 0 computes alone).
+#: Training FLOPs, named for what they count: every worker's steps and scoring passes, or rank
+#: 0's alone (its shard of the steps and its share of every growth decision's scoring: each
+#: worker scores its share of the samples and counts that pass).
 FLOPS_ALL_RANKS, FLOPS_RANK0 = "train_flops_all_ranks", "train_flops_rank0"
 #: Each rank's trainer state in a checkpoint.
 STATE_FILE = "trainer_state_rank{rank}.pt"

@@ -171,10 +171,10 @@ def run(
     """Train (and grow) for ``settings["epochs"]`` epochs, evaluating after each epoch (and on
     ``test = (x, y)`` too, as ``test_*``, when ``data``'s held-out split is a validation split).
 
-    ``policy_wrapper`` wraps the growth policy (under DDP: rank 0 decides); ``resume`` is a
-    :meth:`~growth_core.train.Trainer.state_dict` to continue from (``net`` then the network it
-    was saved with); other keyword arguments go to :class:`~growth_core.train.Trainer`
-    (``wrap``, ``shard``, ``eval_name``).
+    ``policy_wrapper`` wraps the growth policy (under DDP: every rank scores its share, rank 0's
+    decision is applied); ``resume`` is a :meth:`~growth_core.train.Trainer.state_dict` to
+    continue from (``net`` then the network it was saved with); other keyword arguments go to
+    :class:`~growth_core.train.Trainer` (``wrap``, ``shard``, ``eval_name``).
     """
     policy = build_policy(settings)
     if policy_wrapper is not None:

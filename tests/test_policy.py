@@ -13,6 +13,7 @@ from growth_core.growth import (
     GradMaxGrowth,
     OnPlateau,
     PolicyError,
+    Reducer,
     WidthGrowth,
 )
 from growth_core.init import Initializer
@@ -235,3 +236,25 @@ def test_decisions_score_the_trainers_loss_function():
     assert doubled.details["loss"] == pytest.approx(2 * plain.details["loss"], rel=1e-4)
     plain, doubled = run(torch.nn.functional.cross_entropy, "depth"), run(double, "depth")
     assert doubled.score == pytest.approx(4 * plain.score, rel=1e-3)
+
+
+class ThirdOfThree(Reducer):
+    """Rank 2 of 3 processes, as a Reducer sees them (no collective is reached here)."""
+
+    rank, world = 2, 3
+
+
+@pytest.mark.parametrize("n", [4, 7, 10, 301])
+def test_shares_of_the_samples_cover_them_once_each_starting_at_an_even_position(n):
+    shares = ThirdOfThree().shares(n, 2)
+    assert [i for s in shares for i in range(n)[s]] == list(range(n))
+    assert all(s.start % 2 == 0 for s in shares if s.stop > s.start)
+    assert Reducer().share(n, 2) == slice(0, n)  # one process: every sample
+
+
+def test_too_few_statistics_samples_for_the_processes_names_the_field():
+    policy = DepthWidthPolicy(AtSteps((1,)), width=WidthGrowth(statistics_samples=5))
+    net = Initializer("kaiming").apply(build(SPEC), seed=0)
+    trainer = Trainer(net, rings(), TrainConfig(steps=1, batch_size=50))
+    with pytest.raises(PolicyError, match="^width.statistics_samples: 5 samples .* 3 processes"):
+        policy.decide_now(trainer, ThirdOfThree())

@@ -1,6 +1,7 @@
 """When, where and how networks grow."""
 
 from ..events import Change, Decision, Growth, GrowthEvent, GrowthPolicy, TrainingState
+from ._reduce import Reducer
 from .bottleneck import (
     BottleneckStatistics,
     GradMaxGrowth,
@@ -69,6 +70,7 @@ __all__ = [
     "OnPlateau",
     "PolicyError",
     "RandomGrowth",
+    "Reducer",
     "Sensitivities",
     "SingularValueThreshold",
     "SiteBottleneck",

@@ -31,7 +31,9 @@ as :mod:`._statistics`). Sums are float64, kept on the modules' device; samples 
 two folds as in :mod:`._statistics`. How they are computed: ``tensor_s2`` weighs each ``b2`` column
 by how many (position, offset) pairs read it; ``tensor_m2`` and ``cross_covariance`` are the
 weight gradient of ``fan_out``'s geometry with ``b2``, laid out as an image, as input, which is
-``sum_x bt_j(x) (.)^T`` without building the ``kk`` times larger ``bt``.
+``sum_x bt_j(x) (.)^T`` without building the ``kk`` times larger ``bt``. Spread over processes,
+each streams its share of the samples and :meth:`ConvWidthStatistics.reduce` adds their sums, as
+in the linear case.
 """
 
 from __future__ import annotations
@@ -50,7 +52,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from ..events import LossFn
 from ._conv_site import ConvSite, padding, patches, reuse_counts
-from ._statistics import LOSS_REDUCTIONS, _fold_note, _fold_rows, ridge_shrunk
+from ._reduce import LOCAL, Reducer
+from ._statistics import LOSS_REDUCTIONS, _fold_note, _fold_rows, reduce_sites, ridge_shrunk
 
 CONV_MOMENTS = (
     "tensor_s",
@@ -229,6 +232,13 @@ class ConvWidthStatistics:
         self._loss_sum += loss_sum
         self.flops += counter.get_total_flops()
 
+    def reduce(self, reducer: Reducer) -> None:
+        """Add the other processes' sums and counts to these (each streamed its share of the
+        samples): then every process holds the statistics of all of them. ``flops`` stays this
+        process's own."""
+        n, self._loss_sum = reduce_sites(reducer, self._stats, [self.n, self._loss_sum])
+        self.n = int(n)
+
     def _update(self, x: Tensor, y: Tensor) -> float:
         inputs, outputs = self._forward_capturing(x)
         logits = outputs.pop("logits")
@@ -293,13 +303,17 @@ def conv_width_statistics(
     net: nn.Module,
     sites: Sequence[ConvSite],
     batches: Iterable[tuple[Tensor, Tensor]],
+    *,
+    reducer: Reducer = LOCAL,
     **options: Any,
 ) -> ConvWidthStatistics:
-    """Accumulate every conv site's moments over ``batches`` (one pass, no update); ``options``
-    are :class:`ConvWidthStatistics`'s (``loss_fn``, ``reduction``, ``ridge``)."""
+    """Accumulate every conv site's moments over ``batches`` (one pass, no update), added up
+    over the processes of ``reducer`` (:meth:`ConvWidthStatistics.reduce`); ``options`` are
+    :class:`ConvWidthStatistics`'s (``loss_fn``, ``reduction``, ``ridge``)."""
     stats = ConvWidthStatistics(net, sites, **options)
     for x, y in batches:
         stats.update(x, y)
+    stats.reduce(reducer)
     if stats.n == 0:
         raise ValueError("batches: no data to compute statistics on")
     return stats

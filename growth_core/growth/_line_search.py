@@ -2,7 +2,9 @@
 
 A proposal previews the grown network at amplitude ``gamma`` without touching the network it
 starts from (GroMo's ``extended_forward`` / ``apply_change`` split); the search below tries a
-grid of amplitudes on the loss and keeps the best, at a counted cost.
+grid of amplitudes on the loss and keeps the best, at a counted cost. Spread over processes
+(a :class:`~._reduce.Reducer`), each previews its share of the samples and the losses are the
+sums of all of them over all their counts, so every process keeps the same amplitude.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..events import LossFn
+from ._reduce import LOCAL, Reducer
 from ._statistics import LOSS_REDUCTIONS
 
 #: Amplitudes the line search tries (and 0, no change): 2^-12 ... 2^2. Ours; at ``gamma = 1``
@@ -33,6 +36,7 @@ class LineSearch:
     losses: dict[float, float]
     """Mean per-sample loss at every amplitude tried (0 included)."""
     flops: int
+    """This process's: its previews of its share of the samples."""
 
 
 class AmplitudeSearch(ABC):
@@ -53,8 +57,10 @@ class AmplitudeSearch(ABC):
         *,
         loss_fn: LossFn = F.cross_entropy,
         reduction: str = "mean",
+        reducer: Reducer = LOCAL,
     ) -> tuple[float, int]:
-        """Mean per-sample loss at amplitude ``gamma`` and the samples it saw."""
+        """Mean per-sample loss at amplitude ``gamma`` over the samples of every process of
+        ``reducer``, and the samples this process saw."""
         if reduction not in LOSS_REDUCTIONS:
             raise ValueError(f"reduction: unknown {reduction!r}; expected one of {LOSS_REDUCTIONS}")
         total, n = 0.0, 0
@@ -62,9 +68,10 @@ class AmplitudeSearch(ABC):
             loss = float(loss_fn(self.forward(x, gamma), y))
             total += loss * len(x) if reduction == "mean" else loss
             n += len(x)
-        if n == 0:
+        total, n_all = reducer.sum_numbers([total, n])
+        if n_all == 0:
             raise ValueError("batches: no data for the line search")
-        return total / n, n
+        return total / n_all, n
 
     def line_search(
         self,
@@ -74,16 +81,20 @@ class AmplitudeSearch(ABC):
         max_gamma: float = LINE_SEARCH_MAX_GAMMA,
         loss_fn: LossFn = F.cross_entropy,
         reduction: str = "mean",
+        reducer: Reducer = LOCAL,
     ) -> LineSearch:
         """Try every amplitude in ``gammas`` (and 0) on ``batches``, then keep doubling the largest
-        while it is the best and at most ``max_gamma``; nothing is committed."""
+        while it is the best and at most ``max_gamma``; nothing is committed. ``reducer``: the
+        processes the samples are spread over (``batches``: this one's share)."""
         if not gammas or any(not (math.isfinite(g) and g > 0) for g in gammas):
             raise ValueError(f"gammas: expected positive finite amplitudes, got {list(gammas)}")
         losses, n = {}, 0
 
         def evaluate(g: float) -> None:
             nonlocal n
-            losses[g], n = self.loss(batches, g, loss_fn=loss_fn, reduction=reduction)
+            losses[g], n = self.loss(
+                batches, g, loss_fn=loss_fn, reduction=reduction, reducer=reducer
+            )
 
         for g in (0.0, *sorted(gammas)):
             evaluate(g)

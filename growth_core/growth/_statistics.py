@@ -38,6 +38,12 @@ so its ``tensor_s2`` depends on the data only, and on MNIST (``d2 = 785``) it is
 statistics pass (``2 n d2^2`` of it). A policy that reads the same samples at every decision
 computes it once (:class:`InputCovariance`) and hands it to each pass, which then skips that
 product and does not count it. Not in TINY or GroMo (both recompute it): ours, and exact.
+
+**Samples spread over processes.** Sums and counts add up: each process streams its share of
+the samples and :meth:`BottleneckStatistics.reduce` (:class:`InputCovariance` takes the same
+``reducer``) adds the processes' sums, after which every process holds the statistics of all of
+them. A share that starts at an even position keeps every sample's fold
+(:meth:`~._reduce.Reducer.shares`); each process needs a sample of each fold.
 """
 
 from __future__ import annotations
@@ -55,6 +61,7 @@ from ..events import LossFn
 from ..flops import linear_shapes, pass_flops
 from ..nets import Net
 from ..spec import ArchitectureSpec
+from ._reduce import LOCAL, Reducer, reduce_tables
 from ._sites import check_sites, fan_out_index, site_layers
 
 LOSS_REDUCTIONS = ("mean", "sum")
@@ -167,6 +174,25 @@ class SiteStatistics:
         return Moments(**means, n=n, ridge=self.ridge)
 
 
+def reduce_sites(reducer: Reducer, sites: Sequence[Any], numbers: list[float]) -> list[float]:
+    """Add up over the processes every site's fold sums and counts (a :class:`SiteStatistics`
+    or its conv counterpart, changed in place) and ``numbers`` (their totals returned), in one
+    reduction of each kind. Every process must hold sums of both folds (a sample of each): the
+    sums to add are those a process has."""
+    if reducer.world > 1 and not all(c for site in sites for c in site._counts):
+        raise ValueError(
+            f"batches: this process read {max(site.n for site in sites)} samples, and each of "
+            f"{reducer.world} processes needs a sample of each fold (2 or more)"
+        )
+    reduce_tables(reducer, [table for site in sites for table in site._sums])
+    counts = [c for site in sites for c in site._counts]
+    totals = reducer.sum_numbers([*numbers, *counts])
+    counts = [int(c) for c in totals[len(numbers) :]]
+    for i, site in enumerate(sites):
+        site._counts = counts[2 * i : 2 * i + 2]
+    return totals[: len(numbers)]
+
+
 def _fold_rows(fold: int, offset: int) -> slice:
     """The rows of a batch that belong to ``fold`` when its first row is sample ``offset``."""
     return slice((fold - offset) % 2, None, 2)
@@ -185,7 +211,11 @@ class InputCovariance:
     (sample counts and the sum of the inputs are compared).
     """
 
-    def __init__(self, batches: Iterable[tuple[Tensor, Tensor]]) -> None:
+    def __init__(
+        self, batches: Iterable[tuple[Tensor, Tensor]], *, reducer: Reducer = LOCAL
+    ) -> None:
+        """``reducer``: the processes the samples are spread over; the sums are theirs added
+        up (``flops`` stays this process's)."""
         self.counts = [0, 0]
         self.flops = 0
         self.input_sum = 0.0
@@ -200,6 +230,9 @@ class InputCovariance:
                 self.counts[fold] += len(rows)
             self.flops += 2 * len(x) * d2 * d2
             self.input_sum += float(x.detach().to(torch.float64).sum())
+        self.sums = reducer.sum(self.sums)
+        *counts, self.input_sum = reducer.sum_numbers([*self.counts, self.input_sum])
+        self.counts = [int(c) for c in counts]
         if self.n == 0:
             raise ValueError("batches: no data to compute the input covariance on")
 
@@ -326,6 +359,16 @@ class BottleneckStatistics:
             total += 2 * n * (d * d + d * o + (0 if known else d2 * d2) + d2 * o + d2 * d + o * o)
         return total
 
+    def reduce(self, reducer: Reducer) -> None:
+        """Add the other processes' sums and counts to these (each streamed its share of the
+        samples): then every process holds the statistics of all of them. ``flops`` stays this
+        process's own."""
+        sites = [self._site_stats[s] for s in self.sites]
+        n, self._loss_sum, self._input_sum = reduce_sites(
+            reducer, sites, [self.n, self._loss_sum, self._input_sum]
+        )
+        self.n = int(n)
+
     def _forward_capturing(self, x: Tensor) -> tuple[Tensor, dict[int, Tensor], dict[int, Tensor]]:
         """Logits, and each site layer's input and output, keyed by ``id(module)``."""
         inputs: dict[int, Tensor] = {}
@@ -363,13 +406,19 @@ def _with_ones(t: Tensor, bias: bool) -> Tensor:
 
 
 def bottleneck_statistics(
-    net: Net, batches: Iterable[tuple[Tensor, Tensor]], **options: Any
+    net: Net,
+    batches: Iterable[tuple[Tensor, Tensor]],
+    *,
+    reducer: Reducer = LOCAL,
+    **options: Any,
 ) -> BottleneckStatistics:
-    """Accumulate every site's moments over ``batches`` (one pass, no update); ``options`` are
+    """Accumulate every site's moments over ``batches`` (one pass, no update), added up over
+    the processes of ``reducer`` (:meth:`BottleneckStatistics.reduce`); ``options`` are
     :class:`BottleneckStatistics`'s (``sites``, ``loss_fn``, ``reduction``, ``ridge``, ...)."""
     stats = BottleneckStatistics(net, **options)
     for x, y in batches:
         stats.update(x, y)
+    stats.reduce(reducer)
     if stats.n == 0:
         raise ValueError("batches: no data to compute statistics on")
     return stats

@@ -49,6 +49,7 @@ from ..nets import Net
 from ..spec import ArchitectureSpec
 from ._line_search import LINE_SEARCH_GAMMAS, LINE_SEARCH_MAX_GAMMA, LineSearch
 from ._proposal import NeuronProposal, NewNeurons, widened_spec
+from ._reduce import LOCAL, Reducer
 from ._selection import (
     GROMO_SINGULAR_VALUE_THRESHOLD,
     HELD_OUT_Z,
@@ -222,6 +223,7 @@ def widen(
     ridge: float = 0.0,
     input_covariance: InputCovariance | None = None,
     covariance_flops: int = 0,
+    reducer: Reducer = LOCAL,
 ) -> WidthDecision:
     """One width decision: widen the site with the largest relative first-order gain, or decline.
 
@@ -236,6 +238,11 @@ def widen(
     neurons are fitted (:meth:`Moments.fitting_s2`); ``input_covariance`` is the first site's
     ``S2`` computed once, at a cost of ``covariance_flops`` not yet counted by anyone.
 
+    Spread over the processes of ``reducer`` (``batches`` and ``line_search_batches``: this
+    process's share), the statistics and the line search's losses are those of all the samples
+    and every process decides alike; ``fits`` then reads the largest process's cost, and the
+    decision's FLOPs are this process's own.
+
     A net built from a :class:`~growth_core.conv_spec.ConvSpec` grows channels the same way: its
     sites are those of :func:`._conv_widen.conv_sites`, ``strategy`` is a
     :class:`~._conv_strategies.ChannelStrategy`, ``selection`` GroMo's threshold (the default
@@ -247,7 +254,7 @@ def widen(
     if open_sites == []:
         return _declined()
     batches = list(batches)
-    options = {"loss_fn": loss_fn, "reduction": reduction, "ridge": ridge}
+    options = {"loss_fn": loss_fn, "reduction": reduction, "ridge": ridge, "reducer": reducer}
     if isinstance(net.spec, ConvSpec):
         stats, plan, propose = _conv_scoring(
             net, batches, strategy, open_sites, selection, max_neurons, input_covariance, options
@@ -263,7 +270,9 @@ def widen(
     searched = [] if strategy.preserves_function else batches
     if searched and line_search_batches is not None:
         searched = list(line_search_batches)
-    n_search = sum(len(x) for x, _ in searched)
+    # what the budget checks read: the same on every process
+    statistics_cost = reducer.most(stats.flops)
+    n_search = reducer.most(sum(len(x) for x, _ in searched))
     counts = {}
     for s, p in plan.items():
         k = p.neurons if caps is None else min(p.neurons, caps[s])
@@ -272,7 +281,7 @@ def widen(
             and fits is not None
             and not fits(
                 grown := grown_spec(s, k),
-                stats.flops + LINE_SEARCH_EVALUATIONS * forward_flops(grown, n_search),
+                statistics_cost + LINE_SEARCH_EVALUATIONS * forward_flops(grown, n_search),
             )
         ):
             k -= 1
@@ -292,7 +301,12 @@ def widen(
     gamma, loss_after, search_flops = 1.0, stats.loss, 0
     if not proposal.preserves_function:
         search = proposal.line_search(
-            searched, gammas=gammas, max_gamma=max_gamma, loss_fn=loss_fn, reduction=reduction
+            searched,
+            gammas=gammas,
+            max_gamma=max_gamma,
+            loss_fn=loss_fn,
+            reduction=reduction,
+            reducer=reducer,
         )
         search_flops = search.flops
         if search.gamma == 0:

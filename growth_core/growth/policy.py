@@ -14,6 +14,16 @@ first-order gain reaches ``min_relative_gain``. With ``width=None`` it is SensLI
 Cost is counted: the :class:`~growth_core.events.Decision` carries every scoring pass of the
 decision, applied or declined, and the trainer counts it.
 
+Spread over processes (DDP): :meth:`DepthWidthPolicy.decide_now` with a
+:class:`~._reduce.Reducer`, on every process in lockstep. Each draws the same samples (the same
+seeded generator) and scores its share of them; the statistics, losses and sensitivities are
+added up over the processes before they are read, so the decision is the one a single process
+would take on all the samples (up to the order of the float additions) and every process takes
+it alike. The budget checks read the largest process's scoring cost; each process's decision
+counts its own passes. One exception to "the same decision": batch norm in training mode
+normalizes by the scoring batch, and a process's batches are cut from its share, not from the
+whole draw, so a conv net with batch norm decides as one process would with other batches.
+
 The settings are plain data: ``DepthWidthPolicy.from_dict(policy.to_dict())`` rebuilds the
 policy (:meth:`DepthWidthPolicy.to_dict` documents the layout), which is how a pipeline
 configures it::
@@ -44,6 +54,7 @@ from ..spec import ArchitectureSpec
 from . import sensitivity
 from ._conv_statistics import conv_width_statistics
 from ._conv_widen import conv_sites
+from ._reduce import LOCAL, Reducer
 from ._sites import sites
 from .bottleneck import BottleneckStatistics, InputCovariance, widen
 from .settings import Budget, DepthGrowth, PolicyError, WidthGrowth, section_from_dict
@@ -177,18 +188,29 @@ class DepthWidthPolicy(GrowthPolicy):
 
     # -- deciding --------------------------------------------------------------------------------
     def decide(self, state: TrainingState) -> Decision:
-        if not self._checked:  # fail on the first step, not at the first decision
-            self._check(state.net.spec)
-            self._checked = True
-        if not self.trigger.fires(state, self._last_decision_step):
-            return NO_DECISION
+        return self.decide_now(state) if self.due(state) else NO_DECISION
+
+    def due(self, state: TrainingState) -> bool:
+        """Whether the trigger fires after this step (the first call checks the network)."""
+        self._check_once(state.net.spec)  # fail on the first step, not at the first decision
+        return self.trigger.fires(state, self._last_decision_step)
+
+    def decide_now(self, state: TrainingState, reducer: Reducer = LOCAL) -> Decision:
+        """One decision at this step, the trigger not asked: under DDP every process calls it
+        when rank 0's trigger fired, with ``reducer`` adding up the processes' statistics."""
+        self._check_once(state.net.spec)
         self._last_decision_step = state.step
         self.decisions += 1
-        width = self._decide_width(state)
+        width = self._decide_width(state, reducer)
         if width.growth is not None:
             return width
-        depth = self._decide_depth(state)
+        depth = self._decide_depth(state, reducer)
         return Decision(depth.growth, width.scoring_flops + depth.scoring_flops)
+
+    def _check_once(self, spec: ArchitectureSpec | ConvSpec) -> None:
+        if not self._checked:
+            self._check(spec)
+            self._checked = True
 
     def _check(self, spec: ArchitectureSpec | ConvSpec) -> None:
         """What the network's family allows: an identity layer to insert (depth), sites to
@@ -210,59 +232,71 @@ class DepthWidthPolicy(GrowthPolicy):
         if hasattr(linear, "generator") and hasattr(self._strategy, "generator"):
             self._strategy.generator.set_state(linear.generator.get_state())  # a resumed run's
 
-    def _samples(self, state: TrainingState, n: int | None) -> Batches:
-        """``n`` training samples drawn afresh (``None``: all, in order), in scoring batches."""
+    def _samples(self, state: TrainingState, n: int | None, reducer: Reducer) -> Batches:
+        """This process's share of ``n`` training samples drawn afresh (``None``: all, in
+        order), in scoring batches. Every process draws the same ``n``; the shares start at
+        even positions, so each sample keeps its fold."""
         x, y = state.data.x_train, state.data.y_train
         if n is not None and n < len(x):
             idx = torch.randperm(len(x), generator=self._generator)[:n]
             x, y = x[idx], y[idx]
+        share = reducer.share(len(x), 2)
+        x, y = x[share], y[share]
         return [
             (x[i : i + SCORING_BATCH], y[i : i + SCORING_BATCH])
             for i in range(0, len(x), SCORING_BATCH)
         ]
 
     # -- width -------------------------------------------------------------------------------------
-    def _width_samples(self, state: TrainingState) -> _Draw:
-        """This decision's samples: drawn afresh, or the run's one draw (``samples="fixed"``)."""
+    def _width_samples(self, state: TrainingState, reducer: Reducer) -> _Draw:
+        """This decision's samples (this process's share): drawn afresh, or the run's one draw
+        (``samples="fixed"``)."""
         w = self.width
         if w.samples == "fixed" and self._fixed is not None and self._fixed.data is state.data:
             return self._fixed
         if w.samples == "fixed" and self._fixed is None and self._fixed_from is not None:
-            return self._redraw_fixed(state)
+            return self._redraw_fixed(state, reducer)
+        total = min(w.statistics_samples, len(state.data.x_train))
+        if min(s.stop - s.start for s in reducer.shares(total, 2)) < 2:
+            raise PolicyError(
+                f"width.statistics_samples: {total} samples shared out between "
+                f"{reducer.world} processes leave one of them fewer than 2 (one of each fold)"
+            )
         if w.samples == "fixed":
             self._fixed_from = self._generator.get_state()
-        batches = self._samples(state, w.statistics_samples)
+        batches = self._samples(state, w.statistics_samples, reducer)
         searched = None
         if not self._strategy.preserves_function and w.line_search_samples is not None:
-            searched = self._samples(state, w.line_search_samples)
+            searched = self._samples(state, w.line_search_samples, reducer)
         if w.samples == "fresh":
             return _Draw(state.data, batches, searched)
         spec = state.net.spec
         linear = not (spec.residual or isinstance(spec, ConvSpec))
-        covariance = InputCovariance(batches) if linear else None
+        covariance = InputCovariance(batches, reducer=reducer) if linear else None
         self._fixed = _Draw(state.data, batches, searched, covariance)
         return self._fixed
 
-    def _redraw_fixed(self, state: TrainingState) -> _Draw:
+    def _redraw_fixed(self, state: TrainingState, reducer: Reducer) -> _Draw:
         """A resumed run's fixed draw: made again from the generator state it first came from
         (its cost was counted before the restart), the generator then back where it was."""
         now = self._generator.get_state()
         self._generator.set_state(self._fixed_from)
         self._fixed_from = None  # _width_samples records it again as it draws
-        draw = self._width_samples(state)
+        draw = self._width_samples(state, reducer)
         draw.uncounted_flops = 0
         self._generator.set_state(now)
         return draw
 
-    def _decide_width(self, state: TrainingState) -> Decision:
+    def _decide_width(self, state: TrainingState, reducer: Reducer) -> Decision:
         w = self.width
         if w is None:
             return NO_DECISION
         net, budget = state.net, self.budget
-        draw = self._width_samples(state)
+        draw = self._width_samples(state, reducer)
         # Before scoring: the sites that could take a neuron after a statistics pass over all
-        # sites (an upper bound of its cost, so a declined decision also stays within budget).
-        estimate = draw.uncounted_flops + _statistics_flops(net, draw)
+        # sites (an upper bound of its cost, so a declined decision also stays within budget),
+        # on the process with the largest share.
+        estimate = reducer.most(draw.uncounted_flops + _statistics_flops(net, draw))
         caps = budget.neuron_caps(state, w, estimate)
         decision = widen(
             net,
@@ -278,6 +312,7 @@ class DepthWidthPolicy(GrowthPolicy):
             ridge=w.ridge,
             input_covariance=draw.covariance,
             covariance_flops=draw.uncounted_flops,
+            reducer=reducer,
         )
         if decision.statistics_flops:
             draw.uncounted_flops = 0  # counted by this decision
@@ -287,20 +322,23 @@ class DepthWidthPolicy(GrowthPolicy):
         return Decision(Growth(decision.change, event), decision.flops)
 
     # -- depth -------------------------------------------------------------------------------------
-    def _depth_batches(self, state: TrainingState) -> Batches:
-        """The first ``score_batches`` training mini-batches (``None``: the whole set), in order."""
+    def _depth_batches(self, state: TrainingState, reducer: Reducer) -> Batches:
+        """This process's share of the first ``score_batches`` training mini-batches (``None``:
+        the whole set), in order."""
         x, y = state.data.x_train, state.data.y_train
         bs, n_batches = state.batch_size, self.depth.score_batches
         n = len(x) if n_batches is None else min(len(x), n_batches * bs)
-        return [(x[i : i + bs], y[i : i + bs]) for i in range(0, n, bs)]
+        batches = [(x[i : i + bs], y[i : i + bs]) for i in range(0, n, bs)]
+        return batches[reducer.share(len(batches))]
 
-    def _decide_depth(self, state: TrainingState) -> Decision:
+    def _decide_depth(self, state: TrainingState, reducer: Reducer) -> Decision:
         d, net = self.depth, state.net
         if d is None or (d.max_depth is not None and net.spec.depth >= d.max_depth):
             return NO_DECISION
-        batches = self._depth_batches(state)
+        batches = self._depth_batches(state, reducer)
         ext_spec = sensitivity.extended_network(net)[0].spec
-        estimate = sum(train_step_flops(ext_spec, len(x)) for x, _ in batches)  # an upper bound
+        # an upper bound, on the process with the most batches
+        estimate = reducer.most(sum(train_step_flops(ext_spec, len(x)) for x, _ in batches))
         allowed = []
         for p in sensitivity.positions(net.spec):
             grown = sensitivity.inserted_spec(net.spec, p)  # a residual conv block is 2 layers
@@ -310,7 +348,9 @@ class DepthWidthPolicy(GrowthPolicy):
                 allowed.append(p)
         if not allowed:
             return NO_DECISION
-        sens = sensitivity.sensitivities(net, batches, score=d.score, loss_fn=state.loss_fn)
+        sens = sensitivity.sensitivities(
+            net, batches, score=d.score, loss_fn=state.loss_fn, reducer=reducer
+        )
         scores = {p: sens.scores[p] for p in allowed}
         position = sensitivity.Sensitivities(scores, sens.flops, sens.loss).select(
             d.selection, rng=self._rng

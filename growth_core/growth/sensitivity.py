@@ -26,6 +26,10 @@ Scores (:data:`SCORES`):
 The chosen layer keeps its identity / zero values and becomes trainable: the grown network
 computes the same function as before the insertion.
 
+Both scores are sums over mini-batches divided by their number, so the batches can be shared out
+between processes (a :class:`~._reduce.Reducer`): each sums the gradients of its own, and the
+sums and counts added up are those of all the batches.
+
 Conv nets (a :class:`~growth_core.conv_spec.ConvSpec`) take the same path: every function here
 accepts them, with the identity convolutions and blocks of :mod:`._conv_insertion` and the
 scoring pass's FLOPs counted by ``torch.utils.flop_counter``.
@@ -49,6 +53,7 @@ from ..flops import linear_shapes, parameter_count, pass_flops
 from ..nets import Net, build
 from ..spec import ArchitectureSpec
 from . import _conv_insertion as conv
+from ._reduce import LOCAL, Reducer
 
 SCORES = ("v1", "v2")
 SELECTIONS = ("max", "min", "random")
@@ -57,7 +62,8 @@ SELECTIONS = ("max", "min", "random")
 
 @dataclass(frozen=True)
 class Sensitivities:
-    """Score per candidate position, and what computing them cost."""
+    """Score per candidate position, and what computing them cost (this process: ``scores``
+    and ``loss`` are those of every process's batches, ``flops`` its own pass)."""
 
     scores: dict[int, float]
     flops: int
@@ -188,8 +194,10 @@ def sensitivities(
     *,
     score: str = "v2",
     loss_fn: LossFn = F.cross_entropy,
+    reducer: Reducer = LOCAL,
 ) -> Sensitivities:
-    """Score every candidate position from one backward pass over ``batches``; no update."""
+    """Score every candidate position from one backward pass over ``batches``; no update.
+    ``reducer``: the processes the batches are shared out between (``batches``: this one's)."""
     if score not in SCORES:
         raise ValueError(f"score: unknown {score!r}; expected one of {SCORES}")
     is_conv = isinstance(net.spec, ConvSpec)
@@ -217,6 +225,12 @@ def sensitivities(
         flops += (
             counter.get_total_flops() if is_conv else pass_flops(shapes, len(x), trained=trained)
         )
+    grad_sum = dict(zip(grad_sum, reducer.sum(list(grad_sum.values())), strict=True))
+    n_batches, loss_sum, *sq_norms = reducer.sum_numbers(
+        [n_batches, loss_sum, *sq_norm_sum.values()]
+    )
+    n_batches = int(n_batches)
+    sq_norm_sum = dict(zip(sq_norm_sum, sq_norms, strict=True))
     if n_batches == 0:
         raise ValueError("batches: no data to score on")
     if score == "v1":

@@ -53,10 +53,11 @@ def test_two_workers_grow_identically_and_like_one_worker(local_ray, tmp_path):
     assert [(e["step"], e["position"], e["spec_after"]) for e in events_two] == [
         (e["step"], e["position"], e["spec_after"]) for e in events_one
     ]
-    # FLOPs summed over ranks: each rank's steps on its half, and the decision's scoring pass
-    # once (rank 0 computed it), so two workers count exactly what one worker counts.
-    (event,) = events_two
-    scoring = event["details"]["scoring_flops"]
+    # FLOPs summed over ranks: each rank's steps on its half, and its half of the decision's
+    # scoring pass (the event is rank 0's), so two workers count exactly what one worker counts.
+    (event,), (event_one,) = events_two, events_one
+    scoring = event_one["details"]["scoring_flops"]
+    assert event["details"]["scoring_flops"] == scoring // 2
     small, grown = (ArchitectureSpec.from_dict(event[k]) for k in ("spec_before", "spec_after"))
     half = n_train // 2
     steps = 10 * train_step_flops(small, half) + 10 * train_step_flops(grown, half)
