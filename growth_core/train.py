@@ -127,16 +127,14 @@ class Trainer:
         """``wrap`` (e.g. DDP) is applied to the network now and after every growth step; the
         wrapped module runs the training forward pass. ``shard = (rank, world_size)`` trains on
         every ``world_size``-th training sample from ``rank``; evaluation and growth scoring
-        see the whole dataset (a policy spread over the processes scores its share of its
-        samples: :class:`~growth_core.growth.Reducer`). ``eval_name`` names the held-out
-        metrics (``"val"`` when the dataset's test split is a validation split). ``penalty`` is
-        added to the loss of every training step (history key ``"penalty"``); it reads the
-        hidden outputs, so it needs the unwrapped network and cannot be combined with ``wrap``.
-        ``loss_fn(logits, labels)``, a mean over the batch, is the training loss and the one
-        growth decisions score.
+        see the whole dataset (a policy spread over processes scores its share: ``Reducer``).
+        ``eval_name`` names the held-out metrics (``"val"`` for a validation split).
+        ``penalty`` is added to the loss of every training step (history key ``"penalty"``);
+        it reads the hidden outputs, so it needs the unwrapped network and cannot be combined
+        with ``wrap``. ``loss_fn(logits, labels)``, a mean over the batch, is the training loss
+        and the one growth decisions score.
 
-        The data is moved to the network's device (a GPU's memory holds MNIST many times over),
-        so every batch, evaluation and growth decision runs where the weights are."""
+        The data moves to the network's device once: steps, evaluation, growth run there."""
         rank, world = shard
         if penalty is not None and wrap is not None:
             raise ValueError("penalty: needs the unwrapped network's hidden outputs; drop wrap")

@@ -52,8 +52,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from ..events import LossFn
 from ._conv_site import ConvSite, padding, patches, reuse_counts
-from ._reduce import LOCAL, Reducer
-from ._statistics import LOSS_REDUCTIONS, _fold_note, _fold_rows, reduce_sites, ridge_shrunk
+from ._reduce import LOCAL, Reducer, reduce_sites
+from ._statistics import LOSS_REDUCTIONS, _fold_note, _fold_rows, ridge_shrunk
 
 CONV_MOMENTS = (
     "tensor_s",

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 from torch import Tensor
 
@@ -62,3 +63,22 @@ def reduce_tables(reducer: Reducer, tables: Sequence[dict[str, Tensor]]) -> None
     totals = reducer.sum([tables[i][name] for i, name in keys])
     for (i, name), total in zip(keys, totals, strict=True):
         tables[i][name] = total
+
+
+def reduce_sites(reducer: Reducer, sites: Sequence[Any], numbers: list[float]) -> list[float]:
+    """Add up over the processes every site's fold sums and counts (a :class:`SiteStatistics`
+    or its conv counterpart, changed in place) and ``numbers`` (their totals returned), in one
+    reduction of each kind. Every process must hold sums of both folds (a sample of each): the
+    sums to add are those a process has."""
+    if reducer.world > 1 and not all(c for site in sites for c in site._counts):
+        raise ValueError(
+            f"batches: this process read {max(site.n for site in sites)} samples, and each of "
+            f"{reducer.world} processes needs a sample of each fold (2 or more)"
+        )
+    reduce_tables(reducer, [table for site in sites for table in site._sums])
+    counts = [c for site in sites for c in site._counts]
+    totals = reducer.sum_numbers([*numbers, *counts])
+    counts = [int(c) for c in totals[len(numbers) :]]
+    for i, site in enumerate(sites):
+        site._counts = counts[2 * i : 2 * i + 2]
+    return totals[: len(numbers)]

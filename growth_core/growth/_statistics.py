@@ -39,11 +39,9 @@ statistics pass (``2 n d2^2`` of it). A policy that reads the same samples at ev
 computes it once (:class:`InputCovariance`) and hands it to each pass, which then skips that
 product and does not count it. Not in TINY or GroMo (both recompute it): ours, and exact.
 
-**Samples spread over processes.** Sums and counts add up: each process streams its share of
-the samples and :meth:`BottleneckStatistics.reduce` (:class:`InputCovariance` takes the same
-``reducer``) adds the processes' sums, after which every process holds the statistics of all of
-them. A share that starts at an even position keeps every sample's fold
-(:meth:`~._reduce.Reducer.shares`); each process needs a sample of each fold.
+**Samples spread over processes.** Sums and counts add up: each process streams its share and
+:meth:`BottleneckStatistics.reduce` (or :class:`InputCovariance`'s ``reducer``) adds them up
+over the processes; a share starting at an even position keeps every sample's fold.
 """
 
 from __future__ import annotations
@@ -61,20 +59,13 @@ from ..events import LossFn
 from ..flops import linear_shapes, pass_flops
 from ..nets import Net
 from ..spec import ArchitectureSpec
-from ._reduce import LOCAL, Reducer, reduce_tables
+from ._reduce import LOCAL, Reducer, reduce_sites
 from ._sites import check_sites, fan_out_index, site_layers
 
 LOSS_REDUCTIONS = ("mean", "sum")
 """How the user's ``loss_fn`` reduces over the batch; the statistics undo it either way."""
 
-MOMENTS = (
-    "tensor_s",
-    "tensor_m",
-    "tensor_s2",
-    "tensor_m2",
-    "cross_covariance",
-    "goal_covariance",
-)
+MOMENTS = ("tensor_s", "tensor_m", "tensor_s2", "tensor_m2", "cross_covariance", "goal_covariance")
 
 
 # -- one site --------------------------------------------------------------------------------------
@@ -174,25 +165,6 @@ class SiteStatistics:
         return Moments(**means, n=n, ridge=self.ridge)
 
 
-def reduce_sites(reducer: Reducer, sites: Sequence[Any], numbers: list[float]) -> list[float]:
-    """Add up over the processes every site's fold sums and counts (a :class:`SiteStatistics`
-    or its conv counterpart, changed in place) and ``numbers`` (their totals returned), in one
-    reduction of each kind. Every process must hold sums of both folds (a sample of each): the
-    sums to add are those a process has."""
-    if reducer.world > 1 and not all(c for site in sites for c in site._counts):
-        raise ValueError(
-            f"batches: this process read {max(site.n for site in sites)} samples, and each of "
-            f"{reducer.world} processes needs a sample of each fold (2 or more)"
-        )
-    reduce_tables(reducer, [table for site in sites for table in site._sums])
-    counts = [c for site in sites for c in site._counts]
-    totals = reducer.sum_numbers([*numbers, *counts])
-    counts = [int(c) for c in totals[len(numbers) :]]
-    for i, site in enumerate(sites):
-        site._counts = counts[2 * i : 2 * i + 2]
-    return totals[: len(numbers)]
-
-
 def _fold_rows(fold: int, offset: int) -> slice:
     """The rows of a batch that belong to ``fold`` when its first row is sample ``offset``."""
     return slice((fold - offset) % 2, None, 2)
@@ -214,8 +186,7 @@ class InputCovariance:
     def __init__(
         self, batches: Iterable[tuple[Tensor, Tensor]], *, reducer: Reducer = LOCAL
     ) -> None:
-        """``reducer``: the processes the samples are spread over; the sums are theirs added
-        up (``flops`` stays this process's)."""
+        """``reducer``: the processes sharing the samples (``flops`` stays this one's)."""
         self.counts = [0, 0]
         self.flops = 0
         self.input_sum = 0.0
@@ -360,9 +331,8 @@ class BottleneckStatistics:
         return total
 
     def reduce(self, reducer: Reducer) -> None:
-        """Add the other processes' sums and counts to these (each streamed its share of the
-        samples): then every process holds the statistics of all of them. ``flops`` stays this
-        process's own."""
+        """Add the other processes' sums and counts (each streamed its share) to these: then
+        every process holds the statistics of all the samples; ``flops`` stays its own."""
         sites = [self._site_stats[s] for s in self.sites]
         n, self._loss_sum, self._input_sum = reduce_sites(
             reducer, sites, [self.n, self._loss_sum, self._input_sum]

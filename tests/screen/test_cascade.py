@@ -23,7 +23,7 @@ from growth_core.screen import (
     screen_candidates,
     write_table,
 )
-from growth_core.screen.cascade import _Decoders
+from growth_core.screen.mlp_cascade import MLPDecoders
 from growth_core.spec import ArchitectureSpec
 
 SIGMA_B2 = 0.05  # the reference's bias variance
@@ -131,7 +131,7 @@ def test_decay_depth_of_a_saturated_curve_is_zero():
 
 def test_the_batched_gradient_is_each_decoders_own_mse_gradient():
     spec = ArchitectureSpec(5, 2, (4, 4, 4), activation="tanh")
-    decoders = _Decoders(spec, generator=torch.Generator().manual_seed(0))
+    decoders = MLPDecoders(spec, generator=torch.Generator().manual_seed(0))
     gen = torch.Generator().manual_seed(1)
     x, hidden = 3 * torch.randn(6, 5, generator=gen), 2 * torch.randn(3, 6, 4, generator=gen)
     decoders.set_scales(x, hidden)
