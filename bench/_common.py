@@ -70,3 +70,16 @@ def write_result(
     path = out or RESULTS / f"{name}.json"
     write_json(path, {"name": name, "config": config, "rows": rows, "summary": summary})
     return path
+
+
+def mnist(data_dir: Path | None, n_train: int | None = None, n_test: int | None = None):
+    """MNIST from its Parquet files (pixels / 255, images of 1x28x28), the first ``n_train``
+    training and ``n_test`` test images (``None``: all)."""
+    from growth_core.data import Dataset, load_parquet
+
+    folder = data_dir or DEFAULT_MNIST
+    data = load_parquet(folder / "train.parquet", folder / "test.parquet", scale=255.0)
+    return Dataset(
+        data.name, data.x_train[:n_train], data.y_train[:n_train], data.x_test[:n_test],
+        data.y_test[:n_test], data.num_classes, shape=data.shape,
+    )  # fmt: skip

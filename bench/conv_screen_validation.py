@@ -97,18 +97,7 @@ def ground_truth(data: datasets.Dataset, grid: sv.Grid) -> tuple[np.ndarray, int
 
 
 def load(args, grid: sv.Grid) -> datasets.Dataset:
-    folder = args.data_dir or _common.DEFAULT_MNIST
-    mnist = datasets.load_parquet(folder / "train.parquet", folder / "test.parquet", scale=255.0)
-    n_train, n_test = grid.mnist_rows, grid.mnist_rows // 6
-    return datasets.Dataset(
-        mnist.name,
-        mnist.x_train[:n_train],
-        mnist.y_train[:n_train],
-        mnist.x_test[:n_test],
-        mnist.y_test[:n_test],
-        mnist.num_classes,
-        shape=mnist.shape,
-    )
+    return _common.mnist(args.data_dir, grid.mnist_rows, grid.mnist_rows // 6)
 
 
 def main() -> None:

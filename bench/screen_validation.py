@@ -571,18 +571,8 @@ def _figure(value: float | None) -> str:
 def load(dataset: str, args, grid: Grid) -> datasets.Dataset:
     if dataset == "digits":
         return datasets.digits()
-    folder = args.data_dir or _common.DEFAULT_MNIST
-    mnist = datasets.load_parquet(folder / "train.parquet", folder / "test.parquet", scale=255.0)
-    if grid.mnist_rows is not None:
-        n_train, n_test = grid.mnist_rows, grid.mnist_rows // 5
-        mnist = datasets.Dataset(
-            mnist.name,
-            mnist.x_train[:n_train],
-            mnist.y_train[:n_train],
-            mnist.x_test[:n_test],
-            mnist.y_test[:n_test],
-            mnist.num_classes,
-        )
+    rows = grid.mnist_rows
+    mnist = _common.mnist(args.data_dir, rows, None if rows is None else rows // 5)
     return random_projection(mnist, MNIST_WIDTH, seed=0)
 
 
