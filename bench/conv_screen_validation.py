@@ -1,11 +1,11 @@
 """Does the conv screen predict which conv nets train? ``bench/screen_validation.py``'s protocol
 on MNIST images and convolutional networks.
 
-Candidates: tanh conv nets on 1x28x28 MNIST images, ``CHANNELS`` channels per 3x3 convolution:
-one convolution at 28x28, a 2x2 max pool, one at 14x14, a pool, then the rest at 7x7; global
-average pooling and a linear head. The depth ``L`` counts convolutions (``L >= 3``). Weights
-``W ~ N(0, sigma_w^2 / fan_in)`` with ``fan_in = c_in * 9``, biases ``N(0, 0.05)``, on a grid of
-``SIGMA_W2`` by ``DEPTHS``.
+Candidates: tanh (``--activation relu``: ReLU) conv nets on 1x28x28 MNIST images, ``CHANNELS``
+channels per 3x3 convolution: one convolution at 28x28, a 2x2 max pool, one at 14x14, a pool,
+then the rest at 7x7; global average pooling and a linear head. The depth ``L`` counts
+convolutions (``L >= 3``). Weights ``W ~ N(0, sigma_w^2 / fan_in)`` with ``fan_in = c_in * 9``,
+biases ``N(0, 0.05)``, on a grid of ``SIGMA_W2`` by ``DEPTHS``.
 
 Ground truth: every (sigma_w^2, depth, seed) network is trained by
 :class:`~growth_core.train.Trainer` with ``TRAIN`` on the first ``MNIST_ROWS`` training images;
@@ -31,6 +31,7 @@ does not model (the spatial structure of the correlations, pooling) is what this
 from __future__ import annotations
 
 import time
+from functools import partial
 
 import _common
 import numpy as np
@@ -45,8 +46,8 @@ from growth_core.screen import Candidate, ScreenBudget
 from growth_core.train import TrainConfig, Trainer
 
 NAME = "conv_screen_validation"
-ROW = "mnist_cnn"
-ACTIVATION = "tanh"
+#: By activation: the row's name (and the results file's suffix).
+ROWS = {"tanh": "mnist_cnn", "relu": "mnist_cnn_relu"}
 CHANNELS = 8
 #: Around tanh's critical point (about 1.76 at sigma_b^2 = 0.05).
 SIGMA_W2 = (0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0)
@@ -70,24 +71,25 @@ QUICK = sv.Grid(
 )
 
 
-def template() -> ConvSpec:
+def template(activation: str) -> ConvSpec:
     """The three convolutions every candidate starts with; deeper ones repeat the last."""
-    return ConvSpec((1, 28, 28), 10, ((CHANNELS,),) * 3, downsample="pool", activation=ACTIVATION)
+    return ConvSpec((1, 28, 28), 10, ((CHANNELS,),) * 3, downsample="pool", activation=activation)
 
 
-def candidate_of(sigma_w2: float, depth: int, seed: int) -> Candidate:
+def candidate_of(sigma_w2: float, depth: int, seed: int, activation: str) -> Candidate:
     initializer = Initializer("gaussian", sigma_w2, sv.SIGMA_B2)
-    return Candidate(initializer, depth=depth, seed=seed, activation=ACTIVATION, conv=template())
+    conv = template(activation)
+    return Candidate(initializer, depth=depth, seed=seed, activation=activation, conv=conv)
 
 
-def ground_truth(data: datasets.Dataset, grid: sv.Grid) -> tuple[np.ndarray, int]:
+def ground_truth(data: datasets.Dataset, grid: sv.Grid, activation: str) -> tuple[np.ndarray, int]:
     """Test accuracy of every cell, ``(sigma_w2, depth, seed)``, and the training FLOPs."""
     accuracy = np.zeros((len(grid.sigma_w2), len(grid.depths), grid.seeds))
     flops = 0
     for i, sigma_w2 in enumerate(grid.sigma_w2):
         for j, depth in enumerate(grid.depths):
             for k in range(grid.seeds):
-                net = candidate_of(sigma_w2, depth, grid.first_seed + k).network(data)
+                net = candidate_of(sigma_w2, depth, grid.first_seed + k, activation).network(data)
                 Trainer(net, data, grid.train).fit()
                 with torch.no_grad():
                     correct = net(data.x_test).argmax(1) == data.y_test
@@ -103,7 +105,14 @@ def load(args, grid: sv.Grid) -> datasets.Dataset:
 def main() -> None:
     cli = _common.parser(NAME, __doc__)
     cli.add_argument("--first-seed", type=int, default=0, help="seeds first-seed, ...")
+    cli.add_argument(
+        "--activation",
+        choices=tuple(ROWS),
+        default="tanh",
+        help="the networks' activation (relu: results in conv_screen_validation_relu.json)",
+    )
     args = cli.parse_args()
+    activation, row = args.activation, ROWS[args.activation]
     _common.setup()
     start = time.perf_counter()
     grid = QUICK if args.quick else FULL
@@ -113,14 +122,14 @@ def main() -> None:
         grid = sv.Grid(**{**grid.__dict__, "first_seed": args.first_seed})
     data = load(args, grid)
     outcome = sv.run_row(
-        ROW,
+        row,
         data,
         grid,
         np.random.default_rng(0),
-        activation=ACTIVATION,
+        activation=activation,
         budget=grid.budgets["mnist"],
-        candidate_of=candidate_of,
-        truth=ground_truth,
+        candidate_of=partial(candidate_of, activation=activation),
+        truth=partial(ground_truth, activation=activation),
     )
     columns = ["dataset", "readout", "auc", "auc_lo", "auc_hi", "auc_within_depth", "spearman"]
     print(_common.markdown_table(outcome["rows"], columns))
@@ -129,11 +138,12 @@ def main() -> None:
     per_sigma += ["crossing_depth", "mean_field_depth"]
     print(_common.markdown_table(outcome["per_sigma"], per_sigma))
     seconds = time.perf_counter() - start
-    summary = {ROW: outcome["summary"], "seconds": seconds}
+    summary = {row: outcome["summary"], "seconds": seconds}
     print()
-    print(f"{ROW}: " + ", ".join(f"{k}={v}" for k, v in outcome["summary"].items()))
+    print(f"{row}: " + ", ".join(f"{k}={v}" for k, v in outcome["summary"].items()))
     config = {
-        "network": template().describe() + f", deepened to L convolutions at {CHANNELS} channels",
+        "network": template(activation).describe()
+        + f", deepened to L convolutions at {CHANNELS} channels",
         "sigma_w2": list(grid.sigma_w2),
         "sigma_b2": sv.SIGMA_B2,
         "depths": list(grid.depths),
@@ -152,7 +162,8 @@ def main() -> None:
         for table, key in (("auc", "rows"), ("per_sigma", "per_sigma"), ("cascade", "cascades"))
         for r in outcome[key]
     ] + [{"table": "cell", **r} for r in outcome["cells"]]
-    path = args.out or _common.RESULTS / f"{NAME}.json"
+    suffix = "" if activation == "tanh" else f"_{activation}"
+    path = args.out or _common.RESULTS / f"{NAME}{suffix}.json"
     out = _common.write_result(
         NAME, path, sv._nan_to_null(config), sv._nan_to_null(rows), sv._nan_to_null(summary)
     )
