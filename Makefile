@@ -23,7 +23,7 @@ MLFLOW_PORT  ?= 5000
 SERVE_PORT   ?= 5001
 
 .PHONY: install run screen search train final show ui serve ui-check test demo bench bench-quick lint format \
-        cluster-up cluster-down submit clean
+        cluster-up cluster-down submit pin-images check-images clean
 
 install: $(STAMP)
 
@@ -77,6 +77,12 @@ submit: install              ## the pipeline as a Ray job on $$RAY_ADDRESS
 
 cluster-down:                ## stop exactly the processes cluster-up started
 	RAY=$(RAY) infra/local-cluster.sh down
+
+pin-images:                  ## pin every image in infra/ to its tag's digest (needs the registries)
+	$(PYTHON) infra/pin_images.py
+
+check-images:                ## list infra/ images not pinned by digest; fails if there are any
+	$(PYTHON) infra/pin_images.py --check
 
 lint: install
 	$(VENV)/bin/ruff check growth_core pipelines tests bench
