@@ -76,6 +76,9 @@ class Setting:
     train_subset: int | None = None
     test_subset: int | None = None
     downsample: str = "stride"
+    max_channels: int = MAX_CHANNELS
+    growth_span: float = 0.5
+    """The fraction of the run the decisions spread over."""
 
 
 QUICK = dict(epochs=2, decisions=6, statistics_samples=200, seeds=1, train_subset=12_000,
@@ -110,14 +113,14 @@ def run(spec: ConvSpec, data: Dataset, s: Setting, seed: int, policy=None) -> di
 
 def grown(data: Dataset, s: Setting, seed: int, budget: int) -> dict:
     steps = config(data, s, seed).steps
-    every = max(steps // (2 * s.decisions), 1)
+    every = max(int(steps * s.growth_span) // s.decisions, 1)
     policy = DepthWidthPolicy(
         AtSteps(tuple(every * k for k in range(1, s.decisions + 1))),
         width=WidthGrowth(
             "tiny",
             selection="singular_value",
             min_relative_gain=0.0,
-            max_neurons=MAX_CHANNELS,
+            max_neurons=s.max_channels,
             statistics_samples=s.statistics_samples,
             line_search_samples=s.line_search_samples,
             samples="fixed",
@@ -160,7 +163,7 @@ def gromo_run(data: Dataset, s: Setting, seed: int) -> dict | None:
         return x.reshape(len(x), *data.shape)
 
     steps = config(data, s, seed).steps
-    every = max(steps // (2 * s.decisions), 1)
+    every = max(int(steps * s.growth_span) // s.decisions, 1)
     decide_at = {every * k for k in range(1, s.decisions + 1)}
     gen = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.Adam(model.parameters(), lr=s.lr)
@@ -263,7 +266,7 @@ def main() -> None:
     }
     cfg = {
         **vars(s), "big": big_spec.describe(), "start": spec_of(START, data, s).describe(),
-        "budget_ratio": BUDGET_RATIO, "max_channels": MAX_CHANNELS, "max_depth": MAX_DEPTH,
+        "budget_ratio": BUDGET_RATIO, "max_depth": MAX_DEPTH,
         "quick": args.quick,
         "events": {i: r["events"] for i, r in enumerate(tiny)},
         "seconds": round(time.perf_counter() - started, 1),

@@ -76,6 +76,8 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     console = Console()
+    from mlflow.exceptions import MlflowException
+
     try:
         if args.command == "show":
             from .show import show
@@ -94,6 +96,9 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(2)
     except PipelineError as e:
         console.print(f"[red]{type(e).__name__}[/red] {e}", soft_wrap=True)
+        sys.exit(1)
+    except MlflowException as e:  # show and serve read the tracking store: a run it lacks, ...
+        console.print(f"[red]MLflow[/red] {str(e).strip().splitlines()[0]}", soft_wrap=True)
         sys.exit(1)
     from .pipeline import resume_pipeline, run_pipeline
 

@@ -173,7 +173,7 @@ def _run_pipeline(
     console = console or Console()
     cfg = cfg.resolved()
     data = trials.load_data(cfg.data)  # in the driver, before any run: a data error stops here
-    cfg.model.spec(data.input_dim, data.num_classes, data.shape)  # and a model it cannot take
+    cfg.check_on(data.input_dim, data.num_classes, data.shape)  # and a model it cannot take
     inputs = dataset_inputs(cfg.data, data)
     init_ray()
     _rearm_sigterm()

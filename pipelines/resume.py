@@ -17,9 +17,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from pydantic import ValidationError
+
 from growth_core.io import write_json
 
-from .config import PipelineConfig, PipelineError
+from .config import PipelineConfig, PipelineError, describe
+
+#: The stages a pipeline's state names, in order.
+STAGES = ("screen", "search", "final")
 
 STATE_FILE = "pipeline_state.json"
 CONFIG_FILE = "config.json"
@@ -64,9 +69,14 @@ class PipelineState:
         path = workdir / STATE_FILE
         try:
             raw = json.loads(path.read_text())
-            return cls(workdir, tuple(raw["stages"]), raw["storage"], raw["done"], raw["runs"])
+            state = cls(workdir, tuple(raw["stages"]), raw["storage"], raw["done"], raw["runs"])
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise PipelineError(f"{path}: cannot resume from it ({e})") from None
+        unknown = sorted({*state.stages, *state.done, *state.runs} - set(STAGES))
+        if unknown or not state.stages:
+            what = f"unknown stage {unknown[0]!r}" if unknown else "no stages"
+            raise PipelineError(f"{path}: cannot resume from it ({what})")
+        return state
 
 
 @dataclass(frozen=True)
@@ -105,6 +115,8 @@ def prior_run(run_id: str) -> PriorRun:
         cfg = PipelineConfig.model_validate_json((workdir / CONFIG_FILE).read_text())
     except OSError as e:
         raise PipelineError(f"--resume: the run's folder {workdir} is not readable ({e})") from None
+    except ValidationError as e:
+        raise PipelineError(f"--resume: {workdir / CONFIG_FILE}: {describe(e)}") from None
     return PriorRun(run_id, run.info.experiment_id, cfg, PipelineState.load(workdir))
 
 

@@ -8,10 +8,11 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import sys
 
-from .config import PipelineError
+from .config import NAME_PATTERN, ConfigError, PipelineError
 from .tracking import client, tracking_uri
 
 HOST = "127.0.0.1"
@@ -21,6 +22,8 @@ DEFAULT_PORT = 5001
 def registered_uri(name: str, version: str = "latest") -> str:
     """``models:/<name>/<version>`` of a model registered in the tracking store (``latest``:
     its newest version); a one-line error when there is none."""
+    if not re.fullmatch(NAME_PATTERN, name):
+        raise ConfigError(f"--model: {name!r} is not a model name this project registers")
     c = client()
     versions = c.search_model_versions(f"name = '{name}'")
     if not versions:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from mlflow.exceptions import MlflowException
 from rich.console import Console
 from rich.table import Table
 
@@ -16,7 +17,9 @@ def show(experiment: str, *, run_id: str | None = None, console: Console | None 
     c = client()
     exp = c.get_experiment_by_name(experiment)
     if exp is None:
-        console.print(f"[red]no experiment named {experiment!r}[/red] in {c.tracking_uri}")
+        console.print(
+            f"[red]no experiment named {experiment!r}[/red] in {c.tracking_uri}", soft_wrap=True
+        )
         return 1
     if run_id is None:
         runs = c.search_runs(
@@ -29,7 +32,21 @@ def show(experiment: str, *, run_id: str | None = None, console: Console | None 
             console.print(f"[red]no finished pipeline run[/red] in experiment {experiment!r}")
             return 1
         run_id = runs[0].info.run_id
-    summary = json.loads(_read_artifact(c, run_id, "summary.json"))
+    else:
+        try:
+            c.get_run(run_id)
+        except MlflowException:
+            console.print(f"[red]no run {run_id!r}[/red] in {c.tracking_uri}", soft_wrap=True)
+            return 1
+    try:
+        summary = json.loads(_read_artifact(c, run_id, "summary.json"))
+    except MlflowException:
+        console.print(
+            f"[red]run {run_id} has no summary.json[/red]: not a pipeline run, or it has not "
+            "finished (make run RESUME=<its id> goes on with it)",
+            soft_wrap=True,
+        )
+        return 1
     children = c.search_runs(
         [exp.experiment_id],
         filter_string=f"tags.mlflow.parentRunId = '{run_id}'",

@@ -43,6 +43,9 @@ from .mlflow_buffer import FLUSH_SECONDS, CallBuffer, call_with_retry
 
 #: The largest network :func:`load_model_dir` builds (``search.max_params``' bound).
 MAX_LOADED_PARAMS = 1_000_000_000
+#: ... and the deepest (``search.max_depth``'s bound), and the largest spec file it reads.
+MAX_LOADED_DEPTH = 64
+MAX_SPEC_BYTES = 1_000_000
 #: MLflow's switch for its artifact download progress bars.
 PROGRESS_BARS = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
 DEFAULT_DB = "mlflow.db"
@@ -414,19 +417,53 @@ def save_model(net: Net, directory: str | Path) -> None:
 
 def load_model_dir(directory: str | Path) -> Net:
     """A network from ``spec.json`` + ``state_dict.pt``: a checkpoint folder, or an MLflow model
-    folder logged by :meth:`RunLogger.log_model` (they are in its ``artifacts/``)."""
+    folder logged by :meth:`RunLogger.log_model` (they are in its ``artifacts/``).
+
+    The spec is checked against :data:`MAX_LOADED_PARAMS` and :data:`MAX_LOADED_DEPTH` and both
+    files must be there before a single weight is allocated; every failure is a
+    :class:`SpecError` naming the file."""
     directory = Path(directory)
     if (directory / "MLmodel").exists():
         directory = directory / "artifacts"
-    spec = spec_from_json((directory / SPEC_FILE).read_text())
-    params = parameter_count(spec)
-    if params > MAX_LOADED_PARAMS:  # checked before a single weight is allocated
+    spec_file, weights_file = directory / SPEC_FILE, directory / WEIGHTS_FILE
+    for path in (spec_file, weights_file):
+        if not path.is_file():
+            what = "not a file" if path.exists() else "no such file"
+            raise SpecError(f"{path}: {what} (a model folder holds {SPEC_FILE} and {WEIGHTS_FILE})")
+    if spec_file.stat().st_size > MAX_SPEC_BYTES:
         raise SpecError(
-            f"{directory / SPEC_FILE}: {params:,} parameters, above the {MAX_LOADED_PARAMS:,} "
+            f"{spec_file}: {spec_file.stat().st_size:,} bytes; a spec is under {MAX_SPEC_BYTES:,}"
+        )
+    try:
+        spec = spec_from_json(spec_file.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise SpecError(f"{spec_file}: not a text file") from None
+    except SpecError as e:
+        raise SpecError(f"{spec_file}: {e}") from None
+    if spec.depth > MAX_LOADED_DEPTH:
+        raise SpecError(
+            f"{spec_file}: {spec.depth} layers, above the {MAX_LOADED_DEPTH} a model of this "
+            "project can have"
+        )
+    params = parameter_count(spec)
+    if params > MAX_LOADED_PARAMS:
+        raise SpecError(
+            f"{spec_file}: {params:,} parameters, above the {MAX_LOADED_PARAMS:,} "
             "a model of this project can have"
         )
+    try:
+        state = torch.load(weights_file, weights_only=True, map_location="cpu")
+    except Exception as e:  # a truncated or foreign file: torch raises several kinds
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise SpecError(f"{weights_file}: not a weights file torch can read ({first})") from None
     net = build(spec)
-    net.load_state_dict(torch.load(directory / WEIGHTS_FILE, weights_only=True))
+    try:
+        net.load_state_dict(state)
+    except (RuntimeError, TypeError, AttributeError) as e:
+        first = str(e).strip().splitlines()[0]
+        raise SpecError(
+            f"{weights_file}: does not fit {spec_file.name} ({spec.describe()}): {first}"
+        ) from None
     return net
 
 
@@ -435,10 +472,16 @@ def load_model(model_uri: str, *, uri: str | None = None) -> Net:
     ``load_model("models:/digits-growth/1")`` or ``load_model("models:/<model_id>")``."""
     import mlflow.artifacts
 
-    with _quiet_mlflow():
-        local = mlflow.artifacts.download_artifacts(
-            artifact_uri=model_uri, tracking_uri=uri or tracking_uri()
-        )
+    try:
+        with _quiet_mlflow():
+            local = mlflow.artifacts.download_artifacts(
+                artifact_uri=model_uri, tracking_uri=uri or tracking_uri()
+            )
+    except MlflowException as e:
+        first = str(e).strip().splitlines()[0]
+        raise SpecError(
+            f"{model_uri}: cannot download it from {uri or tracking_uri()} ({first})"
+        ) from None
     return load_model_dir(local)
 
 

@@ -141,6 +141,16 @@ def test_list_column_loads_scaled(tmp_path):
     assert ds.name == tmp_path.name
 
 
+def test_a_scale_that_overflows_the_features_is_named(tmp_path):
+    train = write(
+        tmp_path / "train.parquet", {"pixels": pixels([[0, 255, 51]] * 4), "label": [0, 1, 2, 1]}
+    )
+    with pytest.raises(
+        data.DataError, match=r"^scale: .*train.parquet's features divided by 1e-300"
+    ):
+        data.load_parquet(train, scale=1e-300)
+
+
 def test_variable_length_list_column_of_equal_lengths_loads(tmp_path):
     path = write(tmp_path / "v.parquet", {"v": [[0.5, 1.0]] * 5, "label": [0, 1, 0, 1, 0]})
     ds = data.load_parquet(path, test_fraction=0.4)

@@ -296,6 +296,11 @@ def load_parquet(
     shift, divide = torch.zeros(x_train.shape[1]), torch.full((x_train.shape[1],), scale or 1.0)
     if scale is not None:
         x_train, x_test = x_train / scale, x_test / scale
+        if not (torch.isfinite(x_train).all() and torch.isfinite(x_test).all()):
+            raise DataError(
+                f"scale: {train_path}'s features divided by {scale:g} overflow float32; "
+                "a scale is the features' range (255 for 8-bit pixels)"
+            )
     if standardize:
         mean, std = standardization(x_train)
         x_train, x_test = standardized(x_train, x_test)

@@ -1,3 +1,4 @@
+import re
 from pathlib import Path
 
 import pytest
@@ -78,7 +79,15 @@ def test_parquet_data_may_give_an_image_shape():
 def test_overrides_are_parsed_as_toml_and_validated(tmp_path):
     path = tmp_path / "c.toml"
     path.write_text('name = "t"\n[data]\ndataset = "digits"\n')
-    cfg = load_config(path, ["search.trials=3", "search.lr=[0.001, 0.01]", "model.activation=tanh"])
+    cfg = load_config(
+        path,
+        [
+            "search.trials=3",
+            "search.lr=[0.001, 0.01]",
+            "model.activation=tanh",
+            'search.insertion=["none"]',
+        ],
+    )
     assert cfg.search.trials == 3 and cfg.search.lr == (0.001, 0.01)
     assert cfg.model.activation == "tanh"
     with pytest.raises(ConfigError, match="search.trials"):
@@ -128,15 +137,78 @@ def test_a_relative_data_path_is_resolved_in_the_driver(tmp_path, monkeypatch):
         ("search.max_depth=1000", "search.max_depth"),
         ("search.max_params=1e12", "search.max_params"),
         ("screen.depth=100000", "screen.depth"),
+        # sizes no single field exceeds: their product does
+        ("model.widths=[65536, 65536, 65536]", "model"),
+        ("screen.width=65536", "screen.width"),
+        ("screen.depth=512", "screen.depth"),  # at the model's width (below)
+        ("search.architecture={depth=[2, 64], width=[16, 65536]}", "search.architecture"),
+        (
+            "screen.candidates=[{kind='gaussian', sigma_w2=" + str(list(range(1, 41))) + ", "
+            "sigma_b2=" + str([x / 100 for x in range(40)]) + "}]",
+            "screen.candidates",
+        ),
+        # seeds NumPy and Optuna refuse, numbers that are not TOML numbers
+        ("search.seed=-1", "search.seed"),
+        ("data.seed=18446744073709551616", "data.seed"),
+        ("screen.seed=4294967296", "screen.seed"),
+        ("final.workers=true", "final.workers"),
+        ('search.trials="4"', "search.trials"),
+        ("model.widths=[true]", "model.widths.0"),
+        ('final.use_gpu="yes"', "final.use_gpu"),
+        ("final.use_gpu=1", "final.use_gpu"),
+        ("search.asha.reduction_factor=1000000000000000000", "search.asha.reduction_factor"),
+        # fields that would be ignored, settings nothing can run
+        ("model.width=32", "model.width"),
+        ("data.scale=255.0", "data.scale"),
+        ('data.path="/tmp"', "data.path"),
+        (
+            "screen.candidates=[{kind='kaiming', sigma_w2=[1, 2, 3]}]",
+            "screen.candidates.0.sigma_w2",
+        ),
+        ("model.activation='tanh'", "search.insertion"),
+        ("search.max_depth=1", "search.max_depth"),
+        ('storage="bogus://bucket/prefix"', "storage"),
+        ('storage="s3://"', "storage"),
+        ('storage=""', "storage"),
     ],
 )
 def test_hostile_sizes_and_names_are_refused_naming_the_key(override, key):
     raw = {"name": "t", "data": {"dataset": "digits"}}
     apply_override(raw, override)
+    if override == "screen.depth=512":
+        raw["model"] = {"widths": [2048]}  # the screen's width by default
     with pytest.raises(ConfigError) as e:
         validate(raw)
-    lines = str(e.value).splitlines()[1:]
-    assert any(line.strip().startswith(f"{key}:") for line in lines), str(e.value)
+    message = str(e.value)
+    assert "\n" not in message  # one line
+    assert re.search(rf"(^config: |; ){re.escape(key)}: ", message), message
+
+
+def test_a_section_check_names_its_key_not_the_section():
+    raw = {"name": "t", "data": {"dataset": "digits"}, "search": {"lr": [0.1, 0.01]}}
+    with pytest.raises(ConfigError) as e:
+        validate(raw)
+    assert str(e.value) == "config: search.lr: lower bound 0.1 above upper bound 0.01"
+
+
+def test_a_field_of_several_types_gives_one_message():
+    raw = {"name": "t", "data": {"dataset": "digits"}, "final": {"use_gpu": "yes"}}
+    with pytest.raises(ConfigError) as e:
+        validate(raw)
+    assert str(e.value).count("final.use_gpu") == 1 and "'yes'" in str(e.value)
+
+
+def test_the_starting_network_is_counted_on_the_data():
+    raw = {"name": "t", "data": {"dataset": "digits"}, "model": {"widths": [60000]}}
+    cfg = validate(raw | {"screen": {"width": 64}})
+    with pytest.raises(
+        ConfigError, match=r"^model: the starting network has 1,200,\d{3},\d{3} parameters"
+    ):
+        cfg.check_on(input_dim=20_000, num_classes=10)
+    small = validate({"name": "t", "data": {"dataset": "digits"}, "search": {"max_params": 100}})
+    with pytest.raises(ConfigError, match=r"^search.max_params: 100 is below the starting"):
+        small.check_on(input_dim=64, num_classes=10)
+    validate(MINIMAL).check_on(input_dim=64, num_classes=10)
 
 
 def test_storage_is_the_configs_or_the_environments_else_the_run_folder(tmp_path, monkeypatch):

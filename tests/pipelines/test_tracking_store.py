@@ -42,8 +42,45 @@ def test_a_model_spec_beyond_the_caps_is_refused_before_allocating(tmp_path):
 
     spec = {"input_dim": 100_000, "output_dim": 10, "widths": [100_000] * 3, "activation": "relu"}
     (tmp_path / "spec.json").write_text(json.dumps(spec))
+    (tmp_path / "state_dict.pt").write_bytes(b"not read")  # it must stop before reading it
     with pytest.raises(SpecError, match=r"spec.json: 30,001,\d{3},\d{3} parameters"):
-        load_model_dir(tmp_path)  # no state_dict.pt: it must stop before reading or building
+        load_model_dir(tmp_path)
+    deep = {"input_dim": 2, "output_dim": 2, "widths": [1] * 20_000, "activation": "relu"}
+    (tmp_path / "spec.json").write_text(json.dumps(deep))
+    with pytest.raises(SpecError, match=r"spec.json: 20000 layers, above the 64"):
+        load_model_dir(tmp_path)
+
+
+def test_a_broken_model_folder_is_one_error_naming_the_file(tmp_path):
+    import json
+
+    import pytest
+    import torch
+
+    from growth_core.nets import build
+    from growth_core.spec import ArchitectureSpec, SpecError
+    from pipelines.tracking import load_model_dir
+
+    spec = ArchitectureSpec(4, 3, (5,), "relu")
+    (tmp_path / "spec.json").write_text(json.dumps(spec.to_dict()))
+    with pytest.raises(SpecError, match=r"state_dict.pt: no such file"):
+        load_model_dir(tmp_path)
+    (tmp_path / "state_dict.pt").write_bytes(b"\x00garbage")
+    with pytest.raises(SpecError, match=r"state_dict.pt: not a weights file torch can read"):
+        load_model_dir(tmp_path)
+    other = build(ArchitectureSpec(4, 3, (6,), "relu"))
+    torch.save(other.state_dict(), tmp_path / "state_dict.pt")
+    with pytest.raises(SpecError, match=r"state_dict.pt: does not fit spec.json \(4-5-3 relu\)"):
+        load_model_dir(tmp_path)
+    torch.save(build(spec).state_dict(), tmp_path / "state_dict.pt")
+    assert load_model_dir(tmp_path).spec == spec
+    (tmp_path / "spec.json").write_bytes(b"\xff\xfe\x00")
+    with pytest.raises(SpecError, match=r"spec.json: not a text file"):
+        load_model_dir(tmp_path)
+    (tmp_path / "spec.json").unlink()
+    (tmp_path / "spec.json").mkdir()
+    with pytest.raises(SpecError, match=r"spec.json: not a file"):
+        load_model_dir(tmp_path)
 
 
 def test_runs_logging_the_same_datasets_at_once_all_get_them(tmp_path, monkeypatch):
