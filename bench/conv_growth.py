@@ -217,10 +217,16 @@ def load(s: Setting, data_dir) -> Dataset | None:
 def main() -> None:
     cli = _common.parser(NAME, __doc__)
     cli.add_argument("--downsample", choices=("stride", "pool"), default="stride")
+    cli.add_argument("--decisions", type=int, default=None, help="growth decisions a run")
+    cli.add_argument("--max-channels", type=int, default=None, help="channels a decision adds")
+    cli.add_argument("--growth-span", type=float, default=None, help="fraction of the run")
     args = cli.parse_args()
     _common.setup()
     s = replace(Setting(), **QUICK) if args.quick else Setting()
     s = replace(s, downsample=args.downsample)
+    for name in ("decisions", "max_channels", "growth_span"):
+        if getattr(args, name) is not None:
+            s = replace(s, **{name: getattr(args, name)})
     if args.seeds:
         s = replace(s, seeds=args.seeds)
     data = load(s, args.data_dir)
