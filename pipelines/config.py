@@ -163,16 +163,15 @@ class ModelConfig(_Section):
         only = {name: "cnn" for name in ("stages", "downsample", "batch_norm", "residual")}
         only |= {"width": "resnet", "widths": ("mlp", "resnet")}
         for name, families in only.items():
-            if self.family not in families and getattr(self, name) != self._default(name):
+            if (
+                self.family not in families
+                and getattr(self, name) != type(self).model_fields[name].default
+            ):
                 takes = " or ".join(
                     map(repr, (families,) if isinstance(families, str) else families)
                 )
                 raise ValueError(f"{name}: only a {takes} model takes it")
         return self
-
-    @classmethod
-    def _default(cls, name: str) -> Any:
-        return cls.model_fields[name].default
 
     def hidden_parameters(self) -> int:
         """Weights between hidden layers (convolutions), known before the data is: a lower
@@ -229,8 +228,8 @@ class CandidateGrid(_Section):
     @model_validator(mode="after")
     def _sigmas_for_scaled_kinds(self) -> CandidateGrid:
         if self.kind not in self.SCALED:
-            for name, default in (("sigma_w2", 1.0), ("sigma_b2", 0.0)):
-                if getattr(self, name) != default:
+            for name in ("sigma_w2", "sigma_b2"):
+                if getattr(self, name) != type(self).model_fields[name].default:
                     raise ValueError(
                         f"{name}: {self.kind!r} draws with its own scale; only "
                         f"{', '.join(self.SCALED)} take sigma_w2 and sigma_b2"
@@ -563,18 +562,19 @@ def describe(error: ValidationError) -> str:
     return "; ".join(_describe(key, errs) for key, errs in by_key.items())
 
 
+#: What pydantic names a union member by in an error's location: a type, or a tagged name.
+UNION_MEMBERS = {"bool", "int", "float", "str", "none", "list", "tuple", "dict"}
+UNION_MARKS = ("[", "-", "function")
+
+
 def _key(loc: tuple[Any, ...]) -> str:
     """The dotted key of an error's location, without pydantic's names of union members
     (``constrained-float``, ``list[...]``, ``bool``, ``literal['auto']``, ...)."""
-    member = ("[", "-", "function")
     return ".".join(
         str(p)
         for p in loc
-        if not (isinstance(p, str) and (any(m in p for m in member) or p in UNION_MEMBERS))
+        if not (isinstance(p, str) and (any(m in p for m in UNION_MARKS) or p in UNION_MEMBERS))
     )
-
-
-UNION_MEMBERS = {"bool", "int", "float", "str", "none", "list", "tuple", "dict"}
 
 
 def _describe(key: str, errs: list[dict[str, Any]]) -> str:
