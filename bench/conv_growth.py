@@ -17,13 +17,16 @@ Rows, each seed fixing the initial draw (PyTorch's default) and the batch order 
   ``statistics_samples`` drawn once, the amplitude searched on ``line_search_samples``, under a
   FLOP budget of 0.35x the big net's training FLOPs;
 - ``tiny scratch``: that seed's grown architecture trained from scratch, the same epochs;
+- ``start scratch``: the starting architecture, (4, 4) and (8, 8), trained without growth, the
+  same epochs: what growth adds over not growing at all;
 - ``gromo``: GroMo's ``VGG`` on the same start, grown at the same steps (:func:`gromo_run`).
 
 FLOPs: training steps by ``growth_core.flops`` (exact, per layer), a decision's statistics and
 line search by ``torch.utils.flop_counter`` (ours and GroMo's alike); ``flops_ratio_vs_big``
 includes them, ``growth_share_of_flops`` is their share of the grown run's. Summary keys, means
 over seeds: ``acc_gap_vs_big``, ``acc_gap_vs_same_size_scratch`` and ``acc_gap_vs_gromo`` in
-points of test accuracy (``null`` without GroMo installed), ``flops_ratio_vs_big``,
+points of test accuracy (``null`` without GroMo installed), ``acc_gap_vs_start_scratch`` (what
+growing bought over the starting net), ``flops_ratio_vs_big``,
 ``growth_share_of_flops``. Where a site is: a convolution followed by one that reads its map
 directly (no pool between): with stride downsampling every convolution but the last; with
 pooling the last convolution of each stage keeps its channels unless a layer is inserted after
@@ -237,11 +240,14 @@ def main() -> None:
     big_spec = spec_of(BIG, data, s)
     budget = int(BUDGET_RATIO * s.epochs * math.ceil(data.n_train / s.batch_size)
                  * train_step_flops(big_spec, s.batch_size))  # fmt: skip
-    runs: dict[str, list[dict]] = {"big fixed": [], "tiny": [], "tiny scratch": [], "gromo": []}
+    runs: dict[str, list[dict]] = {
+        "big fixed": [], "tiny": [], "tiny scratch": [], "start scratch": [], "gromo": []
+    }  # fmt: skip
     for seed in range(s.seeds):
         runs["big fixed"].append(run(big_spec, data, s, seed))
         runs["tiny"].append(grown(data, s, seed, budget))
         runs["tiny scratch"].append(run(runs["tiny"][-1]["spec"], data, s, seed))
+        runs["start scratch"].append(run(spec_of(START, data, s), data, s, seed))
         peer = gromo_run(data, s, seed)
         if peer is not None:
             runs["gromo"].append(peer)
@@ -265,6 +271,7 @@ def main() -> None:
         "acc_gap_vs_big": 100 * (acc("tiny") - acc("big fixed")),
         "flops_ratio_vs_big": statistics.fmean(r["flops"] for r in tiny) / big_flops,
         "acc_gap_vs_same_size_scratch": 100 * (acc("tiny") - acc("tiny scratch")),
+        "acc_gap_vs_start_scratch": 100 * (acc("tiny") - acc("start scratch")),
         "acc_gap_vs_gromo": 100 * (acc("tiny") - acc("gromo")) if "gromo" in runs else None,
         "growth_share_of_flops": statistics.fmean(r["growth_flops"] / r["flops"] for r in tiny),
         "params_ratio_vs_big": statistics.fmean(r["params"] for r in tiny)
